@@ -1,0 +1,200 @@
+"""Forget/retain splits: one split per (dataset, scenario, seed), saved and reused everywhere.
+
+Original training, Retrain and every unlearning method of a run use the same indices
+(SALUN_SPEC pitfall 8). A split file is JSON (no pickles) with a content hash that every
+later artifact records.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from salun.data.dataset import DataBundle
+from salun.errors import ArtifactError, SalunError
+from salun.io import atomic_write_json, stable_hash
+
+SCENARIOS = ("random", "class")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices into a bundle's training set.
+
+    Attributes:
+        dataset: the dataset name the indices refer to.
+        scenario: ``"random"`` (random data forgetting) or ``"class"`` (class-wise).
+        forget: sorted int64 indices of D_f.
+        retain: sorted int64 indices of D_r.
+        val: sorted int64 indices held out for validation (never trained on).
+        classes: the forgotten classes (class-wise); empty for random forgetting.
+        seed: the seed the split was drawn with.
+        n_train: the size of the training set the indices refer to.
+    """
+
+    dataset: str
+    scenario: str
+    forget: np.ndarray
+    retain: np.ndarray
+    val: np.ndarray
+    classes: tuple[int, ...]
+    seed: int
+    n_train: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def train(self) -> np.ndarray:
+        """What the original model trains on: D_f ∪ D_r (validation excluded)."""
+        return np.union1d(self.forget, self.retain)
+
+    @property
+    def hash(self) -> str:
+        return stable_hash(self._content())
+
+    def _content(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "scenario": self.scenario,
+            "forget": self.forget.tolist(),
+            "retain": self.retain.tolist(),
+            "val": self.val.tolist(),
+            "classes": list(self.classes),
+            "seed": self.seed,
+            "n_train": self.n_train,
+        }
+
+    def test_indices(self, bundle: DataBundle) -> np.ndarray:
+        """Test indices for TA and the MIA non-member set: forgotten classes removed
+        (SALUN_SPEC §2.5, pitfall 9)."""
+        labels = bundle.test.labels.numpy()
+        keep = ~np.isin(labels, np.asarray(self.classes, dtype=np.int64))
+        return np.flatnonzero(keep).astype(np.int64)
+
+    def describe(self) -> str:
+        what = f"classes {list(self.classes)}" if self.scenario == "class" else "random"
+        return (
+            f"{self.dataset} {what}: forget {len(self.forget)}, retain {len(self.retain)}, "
+            f"val {len(self.val)} (seed {self.seed}, hash {self.hash})"
+        )
+
+
+def make_split(
+    bundle: DataBundle,
+    scenario: str,
+    *,
+    fraction: float | None = None,
+    count: int | None = None,
+    classes: tuple[int, ...] | list[int] = (),
+    seed: int = 0,
+    val_fraction: float = 0.0,
+) -> Split:
+    """Draw the forget/retain/validation split for random or class-wise forgetting.
+
+    The validation split (``val_fraction`` of each class, as the reference's 10 %) is drawn
+    first; D_f is drawn from what remains, so it never overlaps validation.
+
+    Args:
+        bundle: the dataset.
+        scenario: ``"random"`` or ``"class"``.
+        fraction: random forgetting: the fraction of the (non-validation) training set to forget.
+        count: random forgetting: an exact number of samples instead of ``fraction``.
+        classes: class-wise forgetting: the classes whose every training sample is forgotten.
+        seed: the split's seed (numpy ``default_rng``).
+        val_fraction: fraction of each class held out for validation, in [0, 1).
+
+    Example:
+        >>> split = make_split(bundle, "random", fraction=0.1, seed=0)
+    """
+    labels = bundle.train.labels.numpy()
+    n = len(labels)
+    if scenario not in SCENARIOS:
+        raise SalunError(f"unknown scenario {scenario!r}; choose 'random' or 'class'")
+    if not 0.0 <= val_fraction < 1.0:
+        raise SalunError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    val = []
+    if val_fraction > 0:
+        for c in np.unique(labels):
+            members = np.flatnonzero(labels == c)
+            val.append(rng.choice(members, int(round(len(members) * val_fraction)), replace=False))
+    val_idx = np.sort(np.concatenate(val)).astype(np.int64) if val else np.zeros(0, np.int64)
+    pool = np.setdiff1d(np.arange(n, dtype=np.int64), val_idx)
+
+    if scenario == "random":
+        if classes:
+            raise SalunError("random forgetting takes --fraction or --count, not --classes")
+        if (fraction is None) == (count is None):
+            raise SalunError("random forgetting needs exactly one of fraction or count")
+        if fraction is not None:
+            if not 0.0 < fraction < 1.0:
+                raise SalunError(f"fraction must lie strictly between 0 and 1, got {fraction}")
+            count = int(round(len(pool) * fraction))
+        if not 0 < count < len(pool):
+            raise SalunError(f"count must lie in 1..{len(pool) - 1}, got {count}")
+        forget = np.sort(rng.choice(pool, count, replace=False)).astype(np.int64)
+        forgot_classes: tuple[int, ...] = ()
+    else:
+        if fraction is not None or count is not None:
+            raise SalunError("class-wise forgetting takes --classes, not --fraction/--count")
+        forgot_classes = tuple(sorted({int(c) for c in classes}))
+        if not forgot_classes:
+            raise SalunError("class-wise forgetting needs at least one class, e.g. --classes 3")
+        bad = [c for c in forgot_classes if not 0 <= c < bundle.num_classes]
+        if bad:
+            raise SalunError(
+                f"class {bad[0]} is out of range: {bundle.name} has classes 0..{bundle.num_classes - 1}"
+            )
+        if len(forgot_classes) >= bundle.num_classes:
+            raise SalunError("cannot forget every class: nothing would be left to retain")
+        forget = pool[np.isin(labels[pool], forgot_classes)]
+    if len(forget) == 0:
+        raise SalunError("the forget set is empty; choose other classes or a larger fraction")
+    retain = np.setdiff1d(pool, forget).astype(np.int64)
+    return Split(bundle.name, scenario, forget, retain, val_idx, forgot_classes, seed, n)
+
+
+def save_split(split: Split, path: str | Path) -> str:
+    """Write a split as JSON (atomically) and return its hash."""
+    atomic_write_json(path, {**split._content(), "hash": split.hash, "format": "salun-split-1"})
+    return split.hash
+
+
+def load_split(path: str | Path) -> Split:
+    """Read a split file, checking its format and hash."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"split file {path} does not exist; write one with `salun split`")
+    try:
+        d = json.loads(path.read_text())
+        split = Split(
+            d["dataset"],
+            d["scenario"],
+            np.asarray(d["forget"], dtype=np.int64),
+            np.asarray(d["retain"], dtype=np.int64),
+            np.asarray(d["val"], dtype=np.int64),
+            tuple(int(c) for c in d["classes"]),
+            int(d["seed"]),
+            int(d["n_train"]),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{path} is not a salun split file ({type(e).__name__}: {e})") from None
+    if d.get("hash") != split.hash:
+        raise ArtifactError(f"{path} is corrupted: its indices do not match its recorded hash")
+    return split
+
+
+def check_split_fits(split: Split, bundle: DataBundle) -> None:
+    """Fail clearly when a split was drawn for another dataset or size."""
+    if split.dataset != bundle.name or split.n_train != len(bundle.train):
+        raise ArtifactError(
+            f"split is for {split.dataset} with {split.n_train} training images, but the data "
+            f"is {bundle.name} with {len(bundle.train)}; write a split for this dataset"
+        )
+
+
+def as_tensor_indices(idx: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(idx, dtype=torch.int64)
