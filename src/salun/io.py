@@ -22,7 +22,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=to_jsonable) + "\n")
 
 
 def atomic_write(path: str | Path, writer: Callable[[str], Any]) -> None:
@@ -75,11 +75,11 @@ def sha256_file(path: str | Path) -> str:
 
 def stable_hash(obj: Any, length: int = 16) -> str:
     """A short hash of a JSON-able object, independent of key order."""
-    text = json.dumps(obj, sort_keys=True, default=_jsonable, separators=(",", ":"))
+    text = json.dumps(obj, sort_keys=True, default=to_jsonable, separators=(",", ":"))
     return sha256_bytes(text.encode())[:length]
 
 
-def _jsonable(o: Any) -> Any:
+def to_jsonable(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()
     if isinstance(o, Path):

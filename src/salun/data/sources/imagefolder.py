@@ -1,0 +1,147 @@
+"""``imagefolder:PATH``: class-per-folder image trees such as Tiny ImageNet or Imagenette.
+
+Layout: ``PATH/train/<class>/**/*.{jpeg,jpg,png}`` and either ``PATH/val/<class>/**``
+(Imagenette) or ``PATH/val/images/*`` with ``PATH/val/val_annotations.txt`` (Tiny
+ImageNet). Images become RGB squares of ``SALUN_IMAGE_SIZE`` pixels (default 64): an image
+of another size has its shorter side resized to that and is centre-cropped.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from salun.data.dataset import DataBundle, ImageDataset, make_bundle
+from salun.data.registry import find_first, register_loader
+from salun.errors import SalunError
+
+_EXTENSIONS = {".jpeg", ".jpg", ".png"}
+DEFAULT_SIZE = 64
+
+
+def image_size() -> int:
+    """The side length images are brought to: ``$SALUN_IMAGE_SIZE`` or 64."""
+    raw = os.environ.get("SALUN_IMAGE_SIZE", "").strip()
+    try:
+        size = int(raw) if raw else DEFAULT_SIZE
+    except ValueError:
+        raise SalunError(f"SALUN_IMAGE_SIZE must be an integer, got {raw!r}") from None
+    if size < 1:
+        raise SalunError(f"SALUN_IMAGE_SIZE must be positive, got {size}")
+    return size
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in _EXTENSIONS and p.is_file())
+
+
+def _read_image(path: Path, size: int) -> np.ndarray:
+    """One image as uint8 H×W×3, resized (shorter side) and centre-cropped to size×size."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            if (w, h) != (size, size):
+                scale = size / min(w, h)
+                nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+                im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+                left, top = (nw - size) // 2, (nh - size) // 2
+                im = im.crop((left, top, left + size, top + size))
+            return np.asarray(im, dtype=np.uint8)
+    except OSError as e:
+        raise SalunError(f"cannot read image {path}: {e}") from None
+
+
+def _load(files: list[Path], labels: list[int], size: int, what: str) -> ImageDataset:
+    if not files:
+        raise SalunError(f"no .jpeg/.jpg/.png images found in {what}")
+    # Pillow decodes outside the GIL, so threads speed up large folders.
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(lambda p: _read_image(p, size), files))
+    images = torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy())
+    return ImageDataset(images, torch.tensor(labels, dtype=torch.int64))
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+
+
+def _from_class_folders(split_dir: Path, index: dict[str, int], size: int) -> ImageDataset:
+    files: list[Path] = []
+    labels: list[int] = []
+    for name in _class_folders(split_dir):
+        if name not in index:
+            raise SalunError(f"{split_dir / name}: class {name!r} has no folder in train/")
+        found = _images_under(split_dir / name)
+        files += found
+        labels += [index[name]] * len(found)
+    return _load(files, labels, size, str(split_dir))
+
+
+def _from_annotations(val_dir: Path, index: dict[str, int], size: int) -> ImageDataset:
+    """Tiny ImageNet's val: ``val_annotations.txt`` lines ``file<TAB>wnid<TAB>box...``."""
+    files: list[Path] = []
+    labels: list[int] = []
+    for n, line in enumerate((val_dir / "val_annotations.txt").read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or parts[1] not in index:
+            raise SalunError(
+                f"{val_dir / 'val_annotations.txt'} line {n}: expected 'file<TAB>class' with a "
+                f"class from train/, got {line[:80]!r}"
+            )
+        files.append(val_dir / "images" / parts[0])
+        labels.append(index[parts[1]])
+    return _load(files, labels, size, str(val_dir))
+
+
+def _readable_names(root: Path, wnids: list[str]) -> tuple[str, ...]:
+    # Tiny ImageNet's words.txt maps wnids to "name, synonym, ..."; keep the first name.
+    words = root / "words.txt"
+    if not words.is_file():
+        return tuple(wnids)
+    table = {}
+    for line in words.read_text(errors="replace").splitlines():
+        wnid, _, names = line.partition("\t")
+        table[wnid.strip()] = names.split(",")[0].strip()
+    return tuple(table.get(w) or w for w in wnids)
+
+
+@register_loader(
+    "imagefolder",
+    "Give the dataset folder as imagefolder:PATH, holding train/<class>/ and val/ (e.g. "
+    "tiny-imagenet-200 from http://cs231n.stanford.edu/tiny-imagenet-200.zip, or "
+    "imagenette2-160 from https://github.com/fastai/imagenette), extracted.",
+)
+def load_imagefolder(root: Path | None, arg: str | None) -> DataBundle:
+    """Images in class folders; PATH is looked up as given, then under the search folders."""
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise SalunError("imagefolder datasets need Pillow: pip install pillow") from None
+    if not arg:
+        raise SalunError("imagefolder needs a folder: imagefolder:/data/tiny-imagenet-200")
+    # An absolute PATH ignores the search folder it is joined to; a relative one is tried
+    # under each search folder and the working directory.
+    _, found = find_first("imagefolder", root, [f"{arg}/train", f"{arg}/val"], [os.getcwd()])
+    train_dir, val_dir = found[f"{arg}/train"], found[f"{arg}/val"]
+    wnids = _class_folders(train_dir)
+    if not wnids:
+        raise SalunError(f"{train_dir} has no class folders")
+    index = {w: i for i, w in enumerate(wnids)}
+    size = image_size()
+    train = _from_class_folders(train_dir, index, size)
+    if (val_dir / "val_annotations.txt").is_file():
+        test = _from_annotations(val_dir, index, size)
+    else:
+        test = _from_class_folders(val_dir, index, size)
+    # Named after its folder (e.g. "tiny-imagenet-200") so splits and models tell trees apart.
+    name = train_dir.parent.resolve().name
+    return make_bundle(name, train, test, _readable_names(train_dir.parent, wnids), flip=True)

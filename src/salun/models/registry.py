@@ -1,0 +1,71 @@
+"""Architectures by name. Every model is a :class:`Classifier` (normalise, features, head)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from salun.errors import SalunError
+from salun.models.common import Classifier, Normalize
+from salun.models.resnet import resnet18_features
+from salun.models.small import cnn_features, mlp_features, vgg16_bn_features
+
+_FEATURES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
+    "resnet18": lambda c, s, w: resnet18_features(c, w),
+    "vgg16_bn": vgg16_bn_features,
+    "cnn": cnn_features,
+    "mlp": mlp_features,
+}
+
+
+def list_archs() -> list[str]:
+    return sorted(_FEATURES)
+
+
+def build_model(
+    arch: str,
+    *,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    width: float = 1.0,
+) -> Classifier:
+    """Build an architecture for a dataset's shape (channels, size, classes, statistics).
+
+    Example:
+        >>> model = build_model("cnn", in_channels=1, num_classes=10, image_size=28,
+        ...                     mean=(0.286,), std=(0.353,))
+    """
+    if arch not in _FEATURES:
+        raise SalunError(f"unknown architecture {arch!r}; choose one of: {', '.join(list_archs())}")
+    if width <= 0:
+        raise SalunError(f"width must be positive, got {width}")
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise SalunError(f"mean/std need {in_channels} channel values, got {len(mean)}/{len(std)}")
+    features, dim = _FEATURES[arch](in_channels, image_size, width)
+    return Classifier(Normalize(mean, std), features, nn.Linear(dim, num_classes))
+
+
+def model_kwargs_for(bundle, arch: str, width: float = 1.0) -> dict:
+    """The keyword arguments of :func:`build_model` for a :class:`DataBundle`; stored in
+    every model's ``model.json`` so the model can be rebuilt exactly."""
+    return {
+        "arch": arch,
+        "in_channels": bundle.in_channels,
+        "num_classes": bundle.num_classes,
+        "image_size": bundle.image_size,
+        "mean": list(bundle.mean),
+        "std": list(bundle.std),
+        "width": width,
+    }
+
+
+def build_from_kwargs(kwargs: dict) -> Classifier:
+    k = dict(kwargs)
+    arch = k.pop("arch")
+    return build_model(
+        arch, **{**k, "mean": tuple(k["mean"]), "std": tuple(k["std"])}
+    )

@@ -1,0 +1,171 @@
+"""One supervised trainer. The Original model and Retrain are both produced by it.
+
+SGD with momentum, weight decay and optional Nesterov; cosine, multistep or constant
+learning-rate schedules; batched augmentation; optional best-on-validation checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from salun.data import Augment, ImageDataset, iterate_batches, num_batches
+from salun.errors import SalunError
+from salun.utils import progress, seed_everything
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train a classifier from scratch (SALUN_SPEC §2.4 for the paper's recipe).
+
+    Attributes:
+        epochs: passes over the training set (paper: 182 for CIFAR-10 ResNet-18).
+        batch_size: samples per SGD step (paper: 256).
+        lr: initial learning rate (paper: 0.1).
+        momentum: SGD momentum (paper: 0.9).
+        weight_decay: L2 weight decay inside SGD (paper: 5e-4).
+        nesterov: use Nesterov momentum.
+        schedule: ``cosine`` (paper's Retrain), ``multistep`` (reference harness) or ``constant``.
+        milestones: epochs at which ``multistep`` multiplies the lr by ``gamma`` (paper: 91, 136).
+        gamma: the multistep factor (paper: 0.1).
+        augment: random crop with padding and flips (flips only where the dataset allows).
+        pad: crop padding in pixels (paper: 4).
+        val_best: keep the weights with the best validation accuracy (needs a validation set).
+        seed: seeds init, shuffling and augmentation.
+    """
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = (91, 136)
+    gamma: float = 0.1
+    augment: bool = False
+    pad: int = 4
+    val_best: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise SalunError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise SalunError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SalunError(f"lr must be a positive number, got {self.lr}")
+        if self.schedule not in ("cosine", "multistep", "constant"):
+            raise SalunError(f"schedule must be cosine, multistep or constant, got {self.schedule!r}")
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int | None = None
+
+
+def make_scheduler(optimizer, schedule: str, total_steps: int, steps_per_epoch: int,
+                   milestones=(), gamma: float = 0.1):
+    """A per-step LR scheduler: cosine to 0 over ``total_steps``, multistep at epoch
+    milestones, or constant."""
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
+    if schedule == "multistep":
+        steps = [m * steps_per_epoch for m in milestones]
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: gamma ** sum(s >= m for m in steps)
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    """Stop with a clear message instead of training on NaN (lr too high, usually)."""
+    if not torch.isfinite(loss):
+        raise SalunError(f"the loss became {loss.item()} during {where}; lower the learning rate")
+
+
+@torch.no_grad()
+def quick_accuracy(model: nn.Module, data: ImageDataset, device, batch_size: int = 1024) -> float:
+    """Accuracy in % in eval mode (restores the previous mode)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for x, y in iterate_batches(data, batch_size, device=device):
+        correct += (model(x).argmax(1) == y).sum().item()
+    model.train(was_training)
+    return 100.0 * correct / max(len(data), 1)
+
+
+def train_supervised(
+    model: nn.Module,
+    train: ImageDataset,
+    cfg: TrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+    val: ImageDataset | None = None,
+    flip_allowed: bool = True,
+    quiet: bool = False,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place on ``train`` with cross-entropy and SGD; return it with history.
+
+    Args:
+        model: the network (moved to ``device``).
+        train: the training samples (for Retrain: D_r only).
+        cfg: the recipe.
+        device: where to train.
+        val: a validation set, needed when ``cfg.val_best``.
+        flip_allowed: whether the dataset permits horizontal flips.
+        quiet: no progress bar.
+    """
+    if len(train) == 0:
+        raise SalunError("the training set is empty")
+    if cfg.val_best and (val is None or len(val) == 0):
+        raise SalunError("val_best needs a validation split (make the split with val_fraction > 0)")
+    gen = seed_everything(cfg.seed)
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    spe = num_batches(len(train), cfg.batch_size)
+    sched = make_scheduler(opt, cfg.schedule, cfg.epochs * spe, spe, cfg.milestones, cfg.gamma)
+    aug = Augment(pad=cfg.pad, flip=flip_allowed) if cfg.augment else None
+    result = TrainResult(model)
+    best_acc, best_state = -1.0, None
+    bar = progress(total=cfg.epochs * spe, desc=desc, quiet=quiet)
+    for epoch in range(cfg.epochs):
+        total, correct, loss_sum = 0, 0, 0.0
+        for x, y in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
+                                    device=device, augment=aug):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            check_finite(loss, f"training epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(y)
+            correct += (out.argmax(1) == y).sum().item()
+            total += len(y)
+            bar.update(1)
+        rec = {"epoch": epoch + 1, "loss": loss_sum / total, "train_acc": 100.0 * correct / total}
+        if val is not None and len(val):
+            rec["val_acc"] = quick_accuracy(model, val, device)
+            if cfg.val_best and rec["val_acc"] > best_acc:
+                best_acc, result.best_epoch = rec["val_acc"], epoch + 1
+                best_state = copy.deepcopy(model.state_dict())
+        result.history.append(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['train_acc']:.1f}")
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return result
