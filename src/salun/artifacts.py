@@ -27,7 +27,9 @@ META = "model.json"
 FORMAT = "salun-model-1"
 
 
-def save_model(path: str | Path, model: nn.Module, model_kwargs: dict, meta: dict[str, Any]) -> Path:
+def save_model(
+    path: str | Path, model: nn.Module, model_kwargs: dict, meta: dict[str, Any]
+) -> Path:
     """Write a model folder atomically (a reader never sees a half-written model).
 
     Args:
@@ -109,4 +111,3 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: s
             f"{where} does not fit the architecture in its model.json: " + "; ".join(parts)
         )
     model.load_state_dict(state, strict=True)
-

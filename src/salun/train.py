@@ -61,7 +61,9 @@ class TrainConfig:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SalunError(f"lr must be a positive number, got {self.lr}")
         if self.schedule not in ("cosine", "multistep", "constant"):
-            raise SalunError(f"schedule must be cosine, multistep or constant, got {self.schedule!r}")
+            raise SalunError(
+                f"schedule must be cosine, multistep or constant, got {self.schedule!r}"
+            )
 
 
 @dataclass
@@ -71,8 +73,14 @@ class TrainResult:
     best_epoch: int | None = None
 
 
-def make_scheduler(optimizer, schedule: str, total_steps: int, steps_per_epoch: int,
-                   milestones=(), gamma: float = 0.1):
+def make_scheduler(
+    optimizer,
+    schedule: str,
+    total_steps: int,
+    steps_per_epoch: int,
+    milestones=(),
+    gamma: float = 0.1,
+):
     """A per-step LR scheduler: cosine to 0 over ``total_steps``, multistep at epoch
     milestones, or constant."""
     if schedule == "cosine":
@@ -133,8 +141,13 @@ def train_supervised(
         raise SalunError("val_best needs a validation split (make the split with val_fraction > 0)")
     gen = seed_everything(cfg.seed)
     model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
+    )
     spe = num_batches(len(train), cfg.batch_size)
     sched = make_scheduler(opt, cfg.schedule, cfg.epochs * spe, spe, cfg.milestones, cfg.gamma)
     aug = Augment(pad=cfg.pad, flip=flip_allowed) if cfg.augment else None
@@ -143,8 +156,9 @@ def train_supervised(
     bar = progress(total=cfg.epochs * spe, desc=desc, quiet=quiet)
     for epoch in range(cfg.epochs):
         total, correct, loss_sum = 0, 0, 0.0
-        for x, y in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
-                                    device=device, augment=aug):
+        for x, y in iterate_batches(
+            train, cfg.batch_size, shuffle=True, generator=gen, device=device, augment=aug
+        ):
             out = model(x)
             loss = F.cross_entropy(out, y)
             check_finite(loss, f"training epoch {epoch + 1}")

@@ -30,7 +30,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SalunError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+        raise SalunError(
+            f"device {device!r} requested but no CUDA GPU is available; use --device cpu"
+        )
     try:
         return torch.device(device)
     except RuntimeError:
@@ -40,8 +42,15 @@ def resolve_device(device: str = "auto") -> torch.device:
 def progress(iterable=None, *, total=None, desc: str = "", quiet: bool = False, leave=False):
     """A tqdm bar on stderr, silenced by ``quiet`` or ``SALUN_QUIET=1``."""
     disable = quiet or os.environ.get("SALUN_QUIET") == "1"
-    return tqdm(iterable, total=total, desc=desc, disable=disable, leave=leave, file=sys.stderr,
-                dynamic_ncols=True)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        disable=disable,
+        leave=leave,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
 
 def clone_model(model: nn.Module) -> nn.Module:

@@ -9,7 +9,9 @@ from salun.data import ImageDataset, iterate_batches
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: ImageDataset, device, batch_size: int = 1024) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, data: ImageDataset, device, batch_size: int = 1024
+) -> torch.Tensor:
     """Logits for every sample, in order, on the CPU (restores the model's mode)."""
     was_training = model.training
     model.eval()

@@ -31,7 +31,9 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("MIA_entropy", "MIA-efficacy with the entropy feature", None),
         MetricInfo("MIA_m_entropy", "MIA-efficacy with Song & Mittal's modified entropy", None),
         MetricInfo("MIA_prob", "MIA-efficacy with the full probability vector", None),
-        MetricInfo("RTE", "run-time efficiency: wall-clock seconds of the unlearning run", False, "s"),
+        MetricInfo(
+            "RTE", "run-time efficiency: wall-clock seconds of the unlearning run", False, "s"
+        ),
         MetricInfo("avg_gap", "mean |metric − Retrain| over UA, RA, TA, MIA", False, "pts"),
     ]
 }

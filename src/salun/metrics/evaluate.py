@@ -37,9 +37,12 @@ def evaluate_unlearning(
     n_members = min(len(test), len(retain))
     out.update(
         mia_efficacy(
-            lr_[:n_members].softmax(1), retain.labels[:n_members],
-            lt.softmax(1), test.labels,
-            lf.softmax(1), forget.labels,
+            lr_[:n_members].softmax(1),
+            retain.labels[:n_members],
+            lt.softmax(1),
+            test.labels,
+            lf.softmax(1),
+            forget.labels,
             features=mia_features,
         )
     )

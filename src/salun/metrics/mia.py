@@ -54,7 +54,7 @@ def svc_mia_efficacy(
     y = np.concatenate([np.ones(len(shadow_train)), np.zeros(len(shadow_test))])
     clf = SVC(C=3, gamma="auto", kernel="rbf")
     clf.fit(x, y)
-    return 100.0 * (1.0 - clf.predict(target).mean())
+    return float(100.0 * (1.0 - clf.predict(target).mean()))
 
 
 def mia_efficacy(

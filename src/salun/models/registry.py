@@ -66,6 +66,4 @@ def model_kwargs_for(bundle, arch: str, width: float = 1.0) -> dict:
 def build_from_kwargs(kwargs: dict) -> Classifier:
     k = dict(kwargs)
     arch = k.pop("arch")
-    return build_model(
-        arch, **{**k, "mean": tuple(k["mean"]), "std": tuple(k["std"])}
-    )
+    return build_model(arch, **{**k, "mean": tuple(k["mean"]), "std": tuple(k["std"])})

@@ -48,6 +48,10 @@ def mlp_features(in_channels: int, image_size: int, width: float = 1.0):
     d_in = in_channels * image_size * image_size
     h1, h2 = scaled(512, width), scaled(256, width)
     body = nn.Sequential(
-        nn.Flatten(), nn.Linear(d_in, h1), nn.ReLU(inplace=True), nn.Linear(h1, h2), nn.ReLU(inplace=True)
+        nn.Flatten(),
+        nn.Linear(d_in, h1),
+        nn.ReLU(inplace=True),
+        nn.Linear(h1, h2),
+        nn.ReLU(inplace=True),
     )
     return body, h2

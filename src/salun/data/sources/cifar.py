@@ -126,9 +126,7 @@ def _read_batch(path: Path, label_key: str, label_bytes: int) -> ImageDataset:
 
 
 def _concat(parts: list[ImageDataset]) -> ImageDataset:
-    return ImageDataset(
-        torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts])
-    )
+    return ImageDataset(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
 
 
 def _class_names(folder: Path, meta: str, meta_key: str, text: str, default: tuple) -> tuple:
@@ -184,7 +182,10 @@ def load_cifar100(root: Path | None, arg: str | None) -> DataBundle:
     _, found = find_first("cifar100", root, wanted)
     train, test = (_read_batch(found[w], "fine_labels", 2) for w in wanted)
     classes = _class_names(
-        found[wanted[0]].parent, "meta", "fine_label_names", "fine_label_names.txt",
+        found[wanted[0]].parent,
+        "meta",
+        "fine_label_names",
+        "fine_label_names.txt",
         CIFAR100_CLASSES,
     )
     return make_bundle("cifar100", train, test, classes, flip=True)

@@ -19,22 +19,21 @@ REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """The arrays of an .npz file, never unpickling anything (object arrays are refused)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise SalunError(f"{path} is a single .npy array; npz:PATH needs an .npz archive")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise SalunError(f"{path} holds a single array; npz:PATH needs an .npz archive")
+        with loaded as archive:
             return {k: archive[k] for k in archive.files}
     except ValueError as e:
-        # numpy refuses object arrays without allow_pickle; say so plainly.
+        # numpy refuses object arrays and pickles without allow_pickle; say so plainly.
         if "allow_pickle" in str(e):
             raise SalunError(
-                f"{path} holds an object array, which would need pickle to load; save plain "
-                "numeric arrays (and classes as a string array) instead"
+                f"{path} holds an object array or a pickle, which would need pickle to load; "
+                "save plain numeric arrays (and classes as a string array) instead"
             ) from None
         raise SalunError(f"cannot read {path} as .npz: {e}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise SalunError(f"cannot read {path} as .npz: {e}") from None
-    except AttributeError:  # np.load returned a plain ndarray, which has no context manager
-        raise SalunError(f"{path} is a single .npy array; npz:PATH needs an .npz archive") from None
 
 
 def _labels(y: np.ndarray, key: str, path: Path) -> torch.Tensor:
