@@ -1,0 +1,277 @@
+"""``salun <verb>``: split | train | evaluate | mask | unlearn | methods (+ bench, report, gen, sd).
+
+User errors (:class:`SalunError`) print one line and exit with code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from salun.config_cli import add_dataclass_args, dataclass_from_args, overrides_from_args
+from salun.errors import SalunError
+from salun.train import TrainConfig
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="salun",
+        description="Machine unlearning with weight saliency (SalUn, ICLR 2024).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("split", help="write a forget/retain split file")
+    p.add_argument("--data", required=True, help="dataset, e.g. fashion-mnist, cifar10, npz:PATH")
+    p.add_argument(
+        "--scenario",
+        required=True,
+        choices=["random", "class"],
+        help="random data forgetting or class-wise forgetting",
+    )
+    p.add_argument("--fraction", type=float, help="random: fraction of the train set to forget")
+    p.add_argument("--count", type=int, help="random: number of samples to forget")
+    p.add_argument("--classes", type=int, nargs="+", default=[], help="class-wise: classes")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of each class held out for validation (default: 0)",
+    )
+    p.add_argument("--out", required=True, help="split file to write (JSON)")
+    p.set_defaults(handler=cmd_split)
+
+    p = sub.add_parser("train", help="train an original model (or any model from scratch)")
+    p.add_argument("--data", required=True, help="dataset, e.g. fashion-mnist")
+    p.add_argument("--arch", default="cnn", help="resnet18, vgg16_bn, cnn or mlp (default: cnn)")
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--split", help="train on this split's D_f ∪ D_r (default: the whole train set)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    add_dataclass_args(p, TrainConfig)
+    _common(p)
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("evaluate", help="UA, RA, TA and MIA-efficacy of a model on a split")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--forget", required=True, help="split file")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON on stdout")
+    _common(p)
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("mask", help="saliency masks from the forget set (one gradient pass)")
+    p.add_argument("--model", required=True, help="the original model folder")
+    p.add_argument("--forget", required=True, help="split file")
+    p.add_argument(
+        "--keep",
+        type=float,
+        action="append",
+        help="kept fraction; repeat for several masks (default: 0.5)",
+    )
+    p.add_argument(
+        "--scope",
+        default="global",
+        choices=["global", "layer"],
+        help="global thresholding (paper) or per layer (ablation)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="saliency batch size")
+    p.add_argument("--seed", type=int, default=0, help="seed for the batch order")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="mask file (.safetensors); with several --keep, _keep<r> is appended",
+    )
+    _common(p)
+    p.set_defaults(handler=cmd_mask)
+
+    p = sub.add_parser(
+        "unlearn",
+        help="run an unlearning method; `salun unlearn --method NAME --help` lists its settings",
+        add_help=False,
+    )
+    p.add_argument("--model", help="the original model folder")
+    p.add_argument("--method", default="salun", help="method name (see `salun methods`)")
+    p.add_argument("--forget", help="split file")
+    p.add_argument("--mask", help="saliency mask file (any method accepts one)")
+    p.add_argument("--out", help="folder for the unlearned model and its evaluation")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation")
+    p.add_argument("-h", "--help", action="store_true", help="show help (with the method's flags)")
+    _common(p)
+    p.set_defaults(handler=cmd_unlearn, parser=p)
+
+    p = sub.add_parser("methods", help="list the unlearning methods")
+    p.set_defaults(handler=cmd_methods)
+
+    for module, fn in (
+        ("salun.bench.cli", "add_bench_subcommands"),
+        ("salun.generation.gen_cli", "add_gen_subcommands"),
+        ("salun.generation.sd.cli", "add_sd_subcommands"),
+    ):
+        _add_optional(sub, module, fn)
+    return parser
+
+
+def _add_optional(sub, module: str, fn: str) -> None:
+    """Subcommands that live in other packages; absent modules are simply not offered."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):
+            return
+        raise
+    getattr(mod, fn)(sub)
+
+
+def cmd_split(args) -> None:
+    from salun.data import load_dataset, make_split, save_split
+
+    bundle = load_dataset(args.data)
+    split = make_split(
+        bundle,
+        args.scenario,
+        fraction=args.fraction,
+        count=args.count,
+        classes=args.classes,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+    )
+    save_split(split, args.out)
+    print(f"wrote {args.out}: {split.describe()}", file=sys.stderr)
+
+
+def cmd_train(args) -> None:
+    from salun.data import check_split_fits, load_dataset, load_split
+    from salun.workflows import train_original
+
+    bundle = load_dataset(args.data)
+    split = None
+    if args.split:
+        split = load_split(args.split)
+        check_split_fits(split, bundle)
+    cfg = dataclass_from_args(args, TrainConfig)
+    meta = train_original(
+        bundle,
+        args.arch,
+        cfg,
+        args.out,
+        split=split,
+        split_file=args.split,
+        width=args.width,
+        device=args.device,
+        quiet=args.quiet,
+    )
+    m = meta["metrics"]
+    print(
+        f"wrote {args.out}: train acc {m['train_acc']:.2f} %, test acc {m['test_acc']:.2f} % "
+        f"({meta['train_seconds']:.0f} s, {meta['images_per_second']:.0f} img/s)",
+        file=sys.stderr,
+    )
+
+
+def cmd_evaluate(args) -> None:
+    from salun.workflows import evaluate_model_folder
+
+    metrics = evaluate_model_folder(args.model, args.forget, device=args.device)
+    if args.json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+    else:
+        for k in ("UA", "RA", "TA", "MIA"):
+            print(f"{k:4s} {metrics[k]:7.2f}")
+
+
+def cmd_mask(args) -> None:
+    from salun.workflows import write_masks
+
+    keeps = args.keep or [0.5]
+    paths = write_masks(
+        args.model,
+        args.forget,
+        keeps,
+        args.out,
+        scope=args.scope,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        quiet=args.quiet,
+    )
+    for p in paths:
+        print(f"wrote {p}", file=sys.stderr)
+
+
+def cmd_unlearn(args) -> None:
+    from salun.methods import get_method
+    from salun.workflows import unlearn_model_folder
+
+    spec = get_method(args.method)
+    mp = argparse.ArgumentParser(
+        prog=f"salun unlearn --method {spec.name}", description=f"{spec.name}: {spec.summary}"
+    )
+    add_dataclass_args(mp, spec.config)
+    if args.help:
+        args.parser.print_help()
+        print()
+        mp.print_help()
+        return
+    ns = mp.parse_args(args.rest)
+    missing = [f"--{k}" for k in ("model", "forget", "out") if getattr(args, k) is None]
+    if missing:
+        raise SalunError(f"salun unlearn needs {', '.join(missing)}")
+    overrides = overrides_from_args(ns, spec.config)
+    record = unlearn_model_folder(
+        args.model,
+        args.forget,
+        args.method,
+        overrides,
+        args.out,
+        mask_file=args.mask,
+        device=args.device,
+        quiet=args.quiet,
+        evaluate=not args.no_eval,
+    )
+    m = record.get("metrics", {})
+    summary = ", ".join(f"{k} {m[k]:.2f}" for k in ("UA", "RA", "TA", "MIA") if k in m)
+    print(
+        f"wrote {args.out}: {args.method} in {record['rte_seconds']:.1f} s. {summary}",
+        file=sys.stderr,
+    )
+
+
+def cmd_methods(args) -> None:
+    from salun.methods import get_method, list_methods
+
+    for name in list_methods():
+        spec = get_method(name)
+        cfg = spec.config()
+        print(f"{name:12s} {spec.summary}  [lr {getattr(cfg, 'lr', '-')}]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        if argv and argv[0] == "unlearn":
+            args, rest = parser.parse_known_args(argv)
+            args.rest = rest
+        else:
+            args = parser.parse_args(argv)
+        args.handler(args)
+    except SalunError as e:
+        print(f"salun: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("salun: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

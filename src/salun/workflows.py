@@ -1,0 +1,222 @@
+"""End-to-end steps on model folders and split files, shared by the CLI and the benchmark.
+
+Each step loads what it needs, checks that the pieces fit (split vs dataset, mask vs
+model), does its work and writes its artifact atomically with full provenance.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from salun.artifacts import load_model, read_meta, save_model
+from salun.data import DataBundle, Split, check_split_fits, load_dataset, load_split
+from salun.errors import SalunError
+from salun.io import sha256_file
+from salun.metrics import evaluate_unlearning
+from salun.models import build_model, model_kwargs_for
+from salun.train import TrainConfig, quick_accuracy, train_supervised
+from salun.utils import device_name, resolve_device
+
+
+def train_original(
+    bundle: DataBundle,
+    arch: str,
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    split: Split | None = None,
+    split_file: str | Path | None = None,
+    width: float = 1.0,
+    device: str = "auto",
+    quiet: bool = False,
+    data_spec: str | None = None,
+) -> dict[str, Any]:
+    """Train a model from scratch on the split's D_f ∪ D_r (or the whole train set) and
+    write its folder; returns the ``model.json`` record."""
+    dev = resolve_device(device)
+    train_idx = split.train if split is not None else None
+    train = bundle.train.subset(train_idx) if train_idx is not None else bundle.train
+    val = bundle.train.subset(split.val) if split is not None and len(split.val) else None
+    kwargs = model_kwargs_for(bundle, arch, width)
+    torch.manual_seed(cfg.seed)  # the init is part of the recipe
+    model = build_model(**{**kwargs, "mean": tuple(kwargs["mean"]), "std": tuple(kwargs["std"])})
+    t0 = time.perf_counter()
+    result = train_supervised(
+        model,
+        train,
+        cfg,
+        device=dev,
+        val=val,
+        flip_allowed=bundle.flip,
+        quiet=quiet,
+        desc=f"train {arch}",
+    )
+    seconds = time.perf_counter() - t0
+    metrics = {
+        "train_acc": quick_accuracy(model, train, dev),
+        "test_acc": quick_accuracy(model, bundle.test, dev),
+    }
+    meta = {
+        "kind": "original",
+        "dataset": bundle.name,
+        "data_spec": data_spec or bundle.name,
+        "classes": list(bundle.classes),
+        "train": asdict(cfg),
+        "split_file": str(split_file) if split_file else None,
+        "split_hash": split.hash if split is not None else None,
+        "seed": cfg.seed,
+        "metrics": metrics,
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "train_seconds": seconds,
+        "images_per_second": cfg.epochs * len(train) / max(seconds, 1e-9),
+        "device": device_name(dev),
+    }
+    save_model(out, model, kwargs, meta)
+    return meta
+
+
+def load_for_split(model_dir: str | Path, split_file: str | Path, device: str = "auto"):
+    """Load a model folder, its dataset and a split, checking they belong together."""
+    dev = resolve_device(device)
+    model, meta = load_model(model_dir, dev)
+    bundle = load_dataset(meta.get("data_spec", meta["dataset"]))
+    split = load_split(split_file)
+    check_split_fits(split, bundle)
+    if meta.get("split_hash") not in (None, split.hash):
+        raise SalunError(
+            f"{model_dir} was trained on split {meta['split_hash']}, not on {split_file} "
+            f"({split.hash}); use the split the model was trained with"
+        )
+    return model, meta, bundle, split, dev
+
+
+def evaluate_model_folder(model_dir, split_file, device: str = "auto") -> dict[str, float]:
+    """UA, RA, TA, MIA (and the other MIA features) of a model folder on a split."""
+    model, _, bundle, split, dev = load_for_split(model_dir, split_file, device)
+    return evaluate_unlearning(model, bundle, split, device=dev)
+
+
+def write_masks(
+    model_dir,
+    split_file,
+    keeps: list[float],
+    out: str | Path,
+    *,
+    scope: str = "global",
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str = "auto",
+    quiet: bool = False,
+) -> list[Path]:
+    """Saliency masks for several kept fractions from one gradient pass over D_f."""
+    from salun.data import iterate_batches
+    from salun.saliency import compute_saliency, model_fingerprint, saliency_mask, save_mask
+
+    model, meta, bundle, split, dev = load_for_split(model_dir, split_file, device)
+    forget = bundle.train.subset(split.forget)
+    batches = iterate_batches(
+        forget, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed), device=dev
+    )
+    scores = compute_saliency(model, batches)
+    fingerprint = model_fingerprint(model)
+    out = Path(out)
+    paths = []
+    for keep in keeps:
+        path = out if len(keeps) == 1 else out.with_name(f"{out.stem}_keep{keep}{out.suffix}")
+        save_mask(
+            path,
+            saliency_mask(scores, keep=keep, scope=scope),
+            model_fingerprint=fingerprint,
+            keep=keep,
+            scope=scope,
+            split_hash=split.hash,
+            kind="saliency",
+        )
+        paths.append(path)
+    return paths
+
+
+def unlearn_model_folder(
+    model_dir,
+    split_file,
+    method: str,
+    overrides: dict,
+    out,
+    *,
+    mask_file=None,
+    device: str = "auto",
+    quiet: bool = False,
+    evaluate: bool = True,
+) -> dict[str, Any]:
+    """Run ``method`` on a model folder and write the unlearned model with its evaluation
+    and run time (RTE, seconds) into ``out``."""
+    from salun.methods import UnlearnContext, make_config, run_method
+    from salun.saliency import load_mask
+
+    model, meta, bundle, split, dev = load_for_split(model_dir, split_file, device)
+    cfg = make_config(method, overrides)
+    mask, mask_meta = (None, None)
+    if mask_file:
+        mask, mask_meta = load_mask(mask_file, model)
+        if mask_meta.get("split_hash") not in (None, split.hash):
+            raise SalunError(
+                f"{mask_file} was computed for another split ({mask_meta['split_hash']})"
+            )
+    ctx = UnlearnContext(
+        num_classes=bundle.num_classes,
+        device=dev,
+        flip=bundle.flip,
+        model_kwargs=meta["model"],
+        original_train=meta.get("train", {}),
+        quiet=quiet,
+    )
+    result = run_method(
+        method,
+        model,
+        bundle.train.subset(split.forget),
+        bundle.train.subset(split.retain),
+        cfg,
+        ctx,
+        mask=mask,
+    )
+    record: dict[str, Any] = {
+        "kind": "unlearned",
+        "method": method,
+        "config": asdict(cfg),
+        "rte_seconds": result.seconds,
+        "original": {"path": str(model_dir), "split_hash": meta.get("split_hash")},
+        "dataset": bundle.name,
+        "data_spec": meta.get("data_spec", bundle.name),
+        "classes": list(bundle.classes),
+        "train": meta.get("train"),
+        "split_file": str(split_file),
+        "split_hash": split.hash,
+        "mask": {"file": str(mask_file), "sha256": sha256_file(mask_file), **mask_meta}
+        if mask_file
+        else None,
+        "device": device_name(dev),
+    }
+    if evaluate:
+        record["metrics"] = evaluate_unlearning(result.model, bundle, split, device=dev)
+    model_kwargs = dict(meta["model"])
+    head = getattr(result.model, "head", None)
+    if head is not None and head.out_features != model_kwargs["num_classes"]:
+        model_kwargs["num_classes"] = head.out_features  # BE with its shadow class kept
+    save_model(out, result.model, model_kwargs, record)
+    return record
+
+
+__all__ = [
+    "evaluate_model_folder",
+    "load_for_split",
+    "read_meta",
+    "train_original",
+    "unlearn_model_folder",
+    "write_masks",
+]
