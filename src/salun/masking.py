@@ -40,7 +40,10 @@ class MaskedUpdate:
         if mode not in MODES:
             raise SalunError(f"mask mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
-        self.entries: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # (parameter, float mask, frozen values p0·(1 − m)): float arithmetic is several times
+        # faster than boolean indexing on CPU, and p·m + p0·(1 − m) is exactly p on salient
+        # and exactly p0 on frozen coordinates for finite weights (x·1 = x, x·0 = ±0, ±0 + y = y)
+        self.entries: list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = []
         if mask is None:
             return
         check_mask_fits(mask, model)
@@ -48,16 +51,20 @@ class MaskedUpdate:
             m = mask[name].to(p.device, torch.bool)
             if bool(m.all()):
                 continue  # fully salient: nothing to do, and keep=1.0 stays exactly RL
-            # (parameter, bool mask, float mask for grads, frozen starting values)
-            self.entries.append((p, m, m.to(p.dtype), p.detach().clone()))
+            mf = m.to(p.dtype)
+            self.entries.append((p, mf, p.detach() * (1 - mf)))
 
     @property
     def active(self) -> bool:
         return bool(self.entries)
 
+    def extra_bytes(self) -> int:
+        """Memory held for the mask (float mask + frozen values), in bytes."""
+        return sum(mf.nbytes + frozen.nbytes for _, mf, frozen in self.entries)
+
     def mask_grads(self) -> None:
         """Zero the gradients of non-salient coordinates (both modes)."""
-        for p, _, mf, _ in self.entries:
+        for p, mf, _ in self.entries:
             if p.grad is not None:
                 p.grad.mul_(mf)
 
@@ -65,12 +72,12 @@ class MaskedUpdate:
     def restore(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Put mask-0 coordinates back to their starting values and zero their optimizer
         state (strict mode only)."""
-        for p, m, _, p0 in self.entries:
-            p.copy_(torch.where(m, p, p0))
+        for p, mf, frozen in self.entries:
+            p.mul_(mf).add_(frozen)
             if optimizer is not None:
                 for v in optimizer.state.get(p, {}).values():
                     if torch.is_tensor(v) and v.shape == p.shape:
-                        v.masked_fill_(~m, 0)
+                        v.mul_(mf)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """``mask_grads``, ``optimizer.step()``, then (strict) ``restore``."""

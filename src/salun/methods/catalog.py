@@ -1,3 +1,13 @@
 """Imports every method module so that each registers itself."""
 
-from salun.methods import rl, salun_soft  # noqa: F401
+from salun.methods import (  # noqa: F401
+    be,
+    bs,
+    ft,
+    ga,
+    iu,
+    l1_sparse,
+    retrain,
+    rl,
+    salun_soft,
+)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up and run the main job: the `quick` benchmark on real Fashion-MNIST data
+# (every method, random 10 % + class-wise forgetting, one seed), then its report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+OUT="${1:-runs/quick}"
+.venv/bin/salun bench --preset quick --out "$OUT"
+echo "report: $OUT/report.md and $OUT/report.html" >&2
