@@ -263,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
             args.rest = rest
         else:
             args = parser.parse_args(argv)
-        args.handler(args)
+        handler = getattr(args, "handler", None) or args.func
+        code = handler(args)
+        if isinstance(code, int) and code:
+            return code
     except SalunError as e:
         print(f"salun: error: {e}", file=sys.stderr)
         return 2

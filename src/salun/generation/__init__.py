@@ -1,0 +1,1 @@
+"""Unlearning for generative models: class-conditional DDPM and Stable Diffusion (``sd``)."""

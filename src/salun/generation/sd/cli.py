@@ -1,0 +1,368 @@
+"""``salun sd mask | unlearn | generate | evaluate`` (argparse).
+
+The lead's ``salun.cli`` calls :func:`add_sd_subcommands` with its subparsers; every leaf
+parser sets ``func`` (called as ``args.func(args)``, returning an exit code). User errors
+are :class:`salun.errors.SalunError`. Heavy packages are imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from salun.errors import SalunError
+from salun.io import atomic_write_json
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _pipe(args: argparse.Namespace, **kw: Any):
+    import torch
+
+    from salun.generation.sd.pipeline import load_pipeline
+    from salun.utils import resolve_device
+
+    if not args.model:
+        raise SalunError("give the local SD model folder or checkpoint with --model")
+    return load_pipeline(
+        args.model,
+        device=resolve_device(args.device),
+        dtype=getattr(torch, args.dtype),
+        single_file_config=args.single_file_config,
+        **kw,
+    )
+
+
+def _recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """The YAML recipe (if any) with command-line data overrides applied."""
+    from salun.generation.sd.recipe import load_recipe
+
+    recipe = load_recipe(args.config) if getattr(args, "config", None) else {}
+    if not args.model:
+        args.model = recipe.get("model")
+    data = dict(recipe.get("data") or {})
+    for key in ("imagenette", "forget", "retain", "forget_prompt", "retain_prompt"):
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(args, key)
+    if getattr(args, "replacement_prompt", None) is not None:
+        data["replacement_prompt"] = args.replacement_prompt
+    if getattr(args, "forget", None) is not None and getattr(args, "imagenette", None) is None:
+        data.pop("imagenette", None)
+    recipe["data"] = data
+    if getattr(args, "forget_class", None) is not None:
+        recipe["forget_class"] = args.forget_class
+    if args.resolution is not None:
+        recipe["resolution"] = args.resolution
+    return recipe
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _print(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def cmd_mask(args: argparse.Namespace) -> int:
+    from salun.generation.sd.mask import sd_mask, sd_saliency
+    from salun.generation.sd.recipe import task_data
+    from salun.saliency import mask_density, save_mask
+
+    recipe = _recipe(args)
+    m = dict(recipe.get("mask") or {})
+    keep = args.keep if args.keep is not None else float(m.get("keep", 0.5))
+    params = args.params or m.get("params", "full")
+    pipe = _pipe(args)
+    forget, _ = task_data(recipe, pipe)
+    if forget is None:
+        raise SalunError("the mask needs forget images: --forget DIR, --imagenette, or a recipe")
+    scores = sd_saliency(
+        pipe,
+        forget,
+        guidance=float(m.get("guidance", args.guidance)),
+        batch_size=int(m.get("batch_size", args.batch_size)),
+        params=params,
+        seed=args.seed,
+        quiet=args.quiet,
+    )
+    mask = sd_mask(scores, keep, params)
+    save_mask(args.out, mask, keep=keep, params=params, n_forget=len(forget), model=str(args.model))
+    _print({"mask": str(args.out), "keep": keep, "params": params, "density": mask_density(mask)})
+    return 0
+
+
+def _auto_concept(method: str, recipe: dict[str, Any]) -> str:
+    """``concept: auto`` in an Imagenette recipe: ESD erases the class's training prompt,
+    FMN re-steers attention away from the class name."""
+    from salun.generation.sd.prompts import class_index, imagenette_classes, train_prompt
+
+    if recipe.get("forget_class") is None:
+        raise SalunError("concept: auto needs forget_class (Imagenette recipes)")
+    c = class_index(recipe["forget_class"])
+    return train_prompt(c) if method == "esd" else imagenette_classes()[c].name
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from salun.generation.sd.pipeline import save_unet
+    from salun.generation.sd.recipe import task_data
+    from salun.generation.sd.unlearn import make_config, run_unlearning
+    from salun.saliency import load_mask
+
+    recipe = _recipe(args)
+    method = args.method or recipe.get("method", "salun")
+    values = dict((recipe.get("methods") or {}).get(method) or {})
+    for item in args.set or []:
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise SalunError(f"--set expects key=value, got {item!r}")
+        values[key.strip()] = _parse_value(val)
+    if args.mixed_precision:
+        values["mixed_precision"] = args.mixed_precision
+    if args.gradient_checkpointing:
+        values["gradient_checkpointing"] = True
+    values["quiet"] = args.quiet
+    values.setdefault("seed", args.seed)
+    if values.get("concept") == "auto":
+        values["concept"] = _auto_concept(method, recipe)
+    cfg = make_config(method, values)
+    pipe = _pipe(args)
+    mask = None
+    mask_path = args.mask or (recipe.get("mask") or {}).get("path")
+    if mask_path and method != "rl":
+        mask, _ = load_mask(mask_path, pipe.unet)
+    forget, retain = (None, None) if method == "esd" else task_data(recipe, pipe)
+    unet, history = run_unlearning(
+        pipe, method, cfg, forget=forget, retain=retain, mask=mask, inplace=True
+    )
+    meta = {"method": method, "config": asdict(cfg), "mask": mask_path, "model": str(args.model)}
+    save_unet(unet, args.out, **meta, history=history)
+    _print({**meta, "out": str(args.out), "steps": len(history), "last_loss": history[-1]})
+    return 0
+
+
+def _prompt_items(args: argparse.Namespace):
+    from salun.generation.sd.prompts import (
+        PromptItem,
+        class_index,
+        imagenette_eval_prompts,
+        load_i2p,
+        load_prompt_csv,
+    )
+
+    if args.prompt:
+        return [PromptItem(p, args.seed + i) for i, p in enumerate(args.prompt)]
+    if args.prompts:
+        return load_prompt_csv(args.prompts)
+    if args.i2p is not None:
+        return load_i2p(None if args.i2p == "sample" else args.i2p)
+    if args.imagenette_prompts:
+        classes = [class_index(c) for c in args.classes] if args.classes else None
+        return imagenette_eval_prompts(classes)
+    raise SalunError(
+        "choose prompts: --prompt, --prompts CSV, --i2p PATH|sample, --imagenette-prompts"
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from salun.generation.sd.generate import SampleConfig, generate, save_folder
+    from salun.generation.sd.grid import save_grid
+
+    items = _prompt_items(args)
+    cfg = SampleConfig(
+        steps=args.steps,
+        guidance=args.guidance,
+        resolution=args.resolution or 512,
+        n_per_prompt=args.n_per_prompt,
+        batch_size=args.batch_size,
+        use_prompt_guidance=args.use_prompt_guidance,
+    )
+    pipe = _pipe(args, unet=args.unet, scheduler=args.scheduler)
+    images, meta = generate(pipe, items, cfg, quiet=args.quiet)
+    save_folder(args.out, images, meta)
+    if args.grid:
+        save_grid(args.grid, images[: args.grid_max], ncol=min(args.n_per_prompt, 8) or 8)
+    _print({"out": str(args.out), "images": len(images), "config": asdict(cfg)})
+    return 0
+
+
+def _folder_images(path: str):
+    """(image set, uint8 images) of a generated or real folder, at its images' own size."""
+    from PIL import Image
+
+    from salun.generation.sd.data import IMAGE_SUFFIXES, load_image_folder
+
+    files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SalunError(f"no images in {path}")
+    with Image.open(files[0]) as im:
+        side = min(im.size)
+    data = load_image_folder(path, resolution=side)
+    return data, data.uint8_images()
+
+
+def cmd_eval_nudity(args: argparse.Namespace) -> int:
+    from salun.generation.sd.nudity import EXPOSED_CLASSES, nudity_counts
+
+    files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise SalunError(f"no PNG images in {args.images}")
+    classes = args.classes or list(EXPOSED_CLASSES)
+    res = nudity_counts(
+        files, threshold=args.threshold, classes=classes, model_path=args.nudenet_model
+    )
+    res["images"] = str(args.images)
+    _finish(args, res)
+    return 0
+
+
+def cmd_eval_classes(args: argparse.Namespace) -> int:
+    from salun.generation.sd.classify import (
+        class_forgetting_accuracy,
+        imagenet_map,
+        load_classifier,
+        predict_classes,
+    )
+    from salun.generation.sd.prompts import class_index
+    from salun.utils import resolve_device
+
+    clf = load_classifier(args.classifier)
+    data, images = _folder_images(args.images)
+    if data.labels is None:
+        raise SalunError(
+            f"{args.images}/metadata.csv has no label column (use --imagenette-prompts)"
+        )
+    preds = predict_classes(
+        clf,
+        images,
+        class_to_output=imagenet_map() if args.imagenet_outputs else None,
+        input_size=args.input_size,
+        device=resolve_device(args.device),
+    )
+    forget = None if args.forget_class is None else class_index(args.forget_class)
+    res = class_forgetting_accuracy(preds, data.labels, forget)
+    res.update({"classifier": args.classifier, "imagenet_outputs": args.imagenet_outputs})
+    _finish(args, res)
+    return 0
+
+
+def cmd_eval_fid(args: argparse.Namespace) -> int:
+    from salun.generation.sd.fid import fid_report
+
+    _, gen = _folder_images(args.images)
+    data, real = _folder_images(args.real)
+    if args.exclude_label is not None and data.labels is not None:
+        keep = [i for i, y in enumerate(data.labels) if y != args.exclude_label]
+        real = real[keep]
+    res = fid_report(gen, real, weights=args.fid_weights, device=args.device)
+    _finish(args, res)
+    return 0
+
+
+def _finish(args: argparse.Namespace, res: dict) -> None:
+    if args.json_out:
+        atomic_write_json(args.json_out, res)
+    _print(res)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="local diffusers folder or single-file checkpoint")
+    p.add_argument("--single-file-config", help="local diffusers folder of configs for a .ckpt")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--dtype", default="float32", choices=DTYPES)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--resolution", type=int, default=None, help="image side (SD v1: 512)")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="recipe YAML (configs/sd-nudity.yaml, sd-imagenette.yaml)")
+    p.add_argument("--imagenette", help="Imagenette train folder (<wnid>/ subfolders)")
+    p.add_argument("--forget-class", help="Imagenette class to forget (0-9 or name)")
+    p.add_argument("--forget", help="forget image folder (metadata.csv or --forget-prompt)")
+    p.add_argument("--retain", help="retain image folder")
+    p.add_argument("--forget-prompt", help="prompt of every forget image (flat folder)")
+    p.add_argument("--retain-prompt", help="prompt of every retain image (flat folder)")
+    p.add_argument("--replacement-prompt", help="SalUn's replacement prompt c'")
+
+
+def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``sd`` with ``mask | unlearn | generate | evaluate`` to ``subparsers``."""
+    from salun.generation.sd.unlearn import CONFIGS
+
+    sd = subparsers.add_parser("sd", help="Stable Diffusion unlearning (needs salun[sd])")
+    sub = sd.add_subparsers(dest="sd_command", required=True)
+
+    p = sub.add_parser("mask", help="SalUn saliency mask over the UNet")
+    _model_args(p)
+    _data_args(p)
+    p.add_argument("--out", required=True, help="mask file (.safetensors)")
+    p.add_argument("--keep", type=float, default=None, help="kept fraction (paper: 0.5)")
+    p.add_argument("--params", choices=("full", "xattn"), default=None)
+    p.add_argument("--guidance", type=float, default=7.5, help="w of (1+w)ε(c) − wε(∅)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_mask)
+
+    p = sub.add_parser("unlearn", help="run salun | rl | ga | esd | fmn and save the UNet")
+    _model_args(p)
+    _data_args(p)
+    p.add_argument("--method", choices=sorted(CONFIGS))
+    p.add_argument("--mask", help="mask file from `salun sd mask` (SalUn)")
+    p.add_argument("--out", required=True, help="folder for the unlearned UNet")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.set_defaults(func=cmd_unlearn)
+
+    p = sub.add_parser("generate", help="sample images for prompts into a folder")
+    _model_args(p)
+    p.add_argument("--unet", help="unlearned UNet folder to use instead of the model's")
+    p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    p.add_argument("--prompts", help="CSV with prompt[, evaluation_seed, ...] columns")
+    p.add_argument("--i2p", help="path of unsafe-prompts4703.csv, or 'sample'")
+    p.add_argument("--imagenette-prompts", action="store_true", help="'Image of {class}'")
+    p.add_argument("--classes", nargs="*", help="Imagenette classes for --imagenette-prompts")
+    p.add_argument("--n-per-prompt", type=int, default=1)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--use-prompt-guidance", action="store_true")
+    p.add_argument("--scheduler", default="lms", help="lms (reference) | ddim | pndm | ...")
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--out", required=True)
+    p.add_argument("--grid", help="also write an image grid PNG")
+    p.add_argument("--grid-max", type=int, default=64)
+    p.set_defaults(func=cmd_generate)
+
+    ev = sub.add_parser("evaluate", help="nudity | classes | fid on a generated folder")
+    evs = ev.add_subparsers(dest="sd_metric", required=True)
+    p = evs.add_parser("nudity", help="NudeNet 3.4.2 exposed-part counts")
+    p.add_argument("--images", required=True)
+    p.add_argument("--threshold", type=float, default=0.0)
+    p.add_argument("--classes", nargs="*", help="NudeNet classes to count")
+    p.add_argument("--nudenet-model", help="another NudeNet ONNX model file")
+    p.set_defaults(func=cmd_eval_nudity)
+    p = evs.add_parser("classes", help="classifier accuracy / UA on class prompts")
+    p.add_argument("--images", required=True)
+    p.add_argument("--classifier", help="TorchScript file or module:function")
+    p.add_argument("--imagenet-outputs", action="store_true", help="1000-way ImageNet logits")
+    p.add_argument("--forget-class")
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_eval_classes)
+    p = evs.add_parser("fid", help="FID against real images (offline weights only)")
+    p.add_argument("--images", required=True)
+    p.add_argument("--real", required=True)
+    p.add_argument("--exclude-label", type=int, help="drop real images of this label")
+    p.add_argument("--fid-weights", help="TorchScript Inception file")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_eval_fid)
+    for p in evs.choices.values():
+        p.add_argument("--json-out", help="also write the result as JSON")
+    return sd

@@ -1,0 +1,159 @@
+"""Forget-Me-Not (FMN) attention re-steering, implemented with diffusers attention processors.
+
+FMN's code is not in the SalUn reference and its settings are [NOT FOUND] in SALUN_SPEC
+(§5.2.5); this is the method as its paper describes it: while denoising images of the
+concept under a prompt that names it, the loss is the cross-attention mass that the image
+queries put on the concept's tokens (mean over layers, heads, queries and batch), and
+gradient descent drives it down. A custom processor on every ``attn2`` layer computes
+cross-attention as usual and records that mass; no diffusers code is patched. With
+``params="xattn"`` (default) only cross-attention weights are trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from salun.errors import SalunError
+from salun.generation.sd.data import ImagePromptSet
+from salun.generation.sd.losses import encode_latents, noisy, predict
+from salun.generation.sd.pipeline import encode_prompts, tokenize
+from salun.generation.sd.train import SDTrainConfig, SDTrainer, trainable_copy
+from salun.utils import progress, seed_everything
+
+
+@dataclass(frozen=True)
+class FMNConfig(SDTrainConfig):
+    """FMN. Beyond :class:`SDTrainConfig`:
+
+    Attributes:
+        concept: the word(s) whose tokens lose attention, e.g. "nude" or "tench"; every
+            training prompt must contain them.
+        steps: optimisation steps (cycling over the concept images); our choice, as FMN's
+            own settings were not available.
+    """
+
+    params: str = "xattn"
+    concept: str = ""
+    steps: int = 35
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.concept.strip():
+            raise SalunError("FMN needs the concept word(s) to re-steer (concept=...)")
+        if self.steps < 1:
+            raise SalunError("steps must be >= 1")
+
+
+@dataclass
+class AttentionStore:
+    """Per-forward scratch space: concept weights in, attention masses out."""
+
+    weights: torch.Tensor | None = None  # (B, L) 1.0 on concept tokens
+    masses: list[torch.Tensor] = field(default_factory=list)
+
+
+class ConceptAttentionProcessor:
+    """Cross-attention that also records the attention mass on the concept tokens."""
+
+    def __init__(self, store: AttentionStore) -> None:
+        self.store = store
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        b = hidden_states.shape[0]
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        mask = attn.prepare_attention_mask(attention_mask, context.shape[1], b)
+        q = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        k = attn.head_to_batch_dim(attn.to_k(context))
+        v = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(q, k, mask)  # (B·heads, queries, tokens)
+        w = self.store.weights
+        if w is not None and w.shape[0] == b and w.shape[1] == probs.shape[-1]:
+            per_head = probs.view(b, attn.heads, probs.shape[1], probs.shape[2]).float()
+            self.store.masses.append((per_head * w[:, None, None, :]).sum(-1).mean())
+        out = attn.batch_to_head_dim(torch.bmm(probs, v))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+@contextmanager
+def concept_attention(unet: Any, store: AttentionStore) -> Iterator[AttentionStore]:
+    """Install :class:`ConceptAttentionProcessor` on every ``attn2`` layer, then restore."""
+    original = dict(unet.attn_processors)
+    if not any("attn2" in k for k in original):
+        raise SalunError("this UNet has no cross-attention (attn2) layers; FMN needs them")
+    proc = ConceptAttentionProcessor(store)
+    unet.set_attn_processor({k: proc if "attn2" in k else p for k, p in original.items()})
+    try:
+        yield store
+    finally:
+        unet.set_attn_processor(original)
+
+
+def concept_token_weights(pipe: Any, prompts: Sequence[str], concept: str) -> torch.Tensor:
+    """(B, L) with 1.0 at every position where the concept's token ids occur in the prompt."""
+    ids = tokenize(pipe, prompts)
+    want = pipe.tokenizer(concept, add_special_tokens=False).input_ids
+    if not want:
+        raise SalunError(f"the concept {concept!r} has no tokens")
+    w = torch.zeros(ids.shape, dtype=torch.float32)
+    for i, row in enumerate(ids.tolist()):
+        for s in range(len(row) - len(want) + 1):
+            if row[s : s + len(want)] == want:
+                w[i, s : s + len(want)] = 1.0
+        if not w[i].any():
+            raise SalunError(f"the concept {concept!r} does not occur in the prompt {prompts[i]!r}")
+    return w
+
+
+def concept_attention_loss(pipe: Any, unet: Any, batch: dict, concept: str, generator=None):
+    """The mean attention mass on the concept tokens over all cross-attention layers."""
+    device = next(unet.parameters()).device
+    z0 = encode_latents(pipe.vae, batch["images"], generator).to(device)
+    zt, _, t = noisy(pipe.scheduler, z0, generator)
+    cond = encode_prompts(pipe, batch["prompts"])
+    store = AttentionStore(concept_token_weights(pipe, batch["prompts"], concept).to(device))
+    with concept_attention(unet, store):
+        predict(unet, zt, t, cond)
+    if not store.masses:
+        raise SalunError("no cross-attention map was recorded")
+    return torch.stack(store.masses).mean()
+
+
+def unlearn_fmn(
+    pipe: Any,
+    forget: ImagePromptSet,
+    cfg: FMNConfig,
+    *,
+    mask: Mapping[str, torch.Tensor] | None = None,
+    inplace: bool = False,
+) -> tuple[Any, list[float]]:
+    """Train FMN on images of the concept; returns (new UNet, loss history)."""
+    seed_everything(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    tr = SDTrainer(trainable_copy(pipe.unet, inplace), cfg, mask=mask)
+    stream = forget.cycle(cfg.batch_size, seed=cfg.seed)
+    bar = progress(range(cfg.steps), desc="fmn", quiet=cfg.quiet)
+    for _ in bar:
+        loss = concept_attention_loss(pipe, tr.unet, next(stream), cfg.concept, g)
+        bar.set_postfix(loss=f"{tr.step(loss):.4f}")
+        if tr.done():
+            break
+    return tr.finish(), tr.history
