@@ -5,7 +5,8 @@ import torch
 
 os.environ.setdefault("SALUN_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# tests use tiny models: one thread avoids oversubscribing a shared 2-core machine
+torch.set_num_threads(1)
 
 
 @pytest.fixture

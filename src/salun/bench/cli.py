@@ -1,0 +1,129 @@
+"""``salun bench`` and ``salun report``: argparse subcommands for the main CLI.
+
+The main CLI calls :func:`add_bench_subcommands` on its subparsers; each subcommand sets
+``handler`` (called with the parsed namespace). Handlers raise
+:class:`~salun.errors.SalunError` for user errors, which the main CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from salun.bench.config import BenchConfig, load_config
+from salun.bench.executors import EXECUTORS
+from salun.bench.presets import load_preset
+from salun.bench.runner import BenchOptions, run_bench
+from salun.errors import SalunError
+
+
+def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``bench`` and ``report`` to the main parser's subcommands."""
+    p = subparsers.add_parser(
+        "bench",
+        help="run (or resume) a benchmark grid: methods × scenarios × seeds",
+        description=(
+            "Run a benchmark from a preset (configs/NAME.yaml) or a YAML file into --out. "
+            "Rerunning the same command resumes: finished runs are skipped. The report "
+            "(report.md, report.html) is written at the end."
+        ),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", help="a preset name: ci, quick, standard or paper-cifar10")
+    src.add_argument("--config", help="a benchmark YAML file")
+    p.add_argument("--out", required=True, help="the result folder (created; resumed if it exists)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local", help="default: local")
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: a local 2-CPU one)")
+    p.add_argument("--cpus-per-run", type=float, default=1, help="Ray: CPUs per run (default 1)")
+    p.add_argument("--gpus-per-run", type=float, help="Ray: GPUs per run (default: 1 on CUDA)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads per run (default: torch's); 1 is much faster for small "
+        "models on a busy machine",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.set_defaults(handler=cmd_bench)
+
+    r = subparsers.add_parser(
+        "report",
+        help="write report.md and report.html for a benchmark folder",
+        description="Write report.md, report.html and plots/*.png into a benchmark folder.",
+    )
+    r.add_argument("dir", help="the benchmark folder (the --out of salun bench)")
+    r.set_defaults(handler=cmd_report)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The exact command, rebuilt from the parsed arguments (recorded in the report)."""
+    parts = ["salun", "bench"]
+    parts += ["--preset", args.preset] if args.preset else ["--config", args.config]
+    parts += ["--out", args.out]
+    if args.executor != "local":
+        parts += ["--executor", args.executor]
+    if args.ray_address:
+        parts += ["--ray-address", args.ray_address]
+    if args.cpus_per_run != 1:
+        parts += ["--cpus-per-run", f"{args.cpus_per_run:g}"]
+    if args.gpus_per_run is not None:
+        parts += ["--gpus-per-run", f"{args.gpus_per_run:g}"]
+    if args.device != "auto":
+        parts += ["--device", args.device]
+    if args.threads is not None:
+        parts += ["--threads", str(args.threads)]
+    parts += ["--quiet"] * bool(args.quiet) + ["--no-report"] * bool(args.no_report)
+    return shlex.join(parts)
+
+
+def _config(args: argparse.Namespace) -> BenchConfig:
+    if args.preset:
+        return load_preset(args.preset)
+    return load_config(args.config)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Handler of ``salun bench``."""
+    if args.ray_address and args.executor != "ray":
+        raise SalunError("--ray-address needs --executor ray")
+    if args.threads is not None and args.threads < 1:
+        raise SalunError(f"--threads must be at least 1, got {args.threads}")
+    cfg = _config(args)
+    options = BenchOptions(
+        executor=args.executor,
+        ray_address=args.ray_address,
+        device=args.device,
+        quiet=args.quiet,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+        threads=args.threads,
+        command=command_line(args),
+    )
+    try:
+        out = run_bench(cfg, args.out, options)
+    except KeyboardInterrupt:
+        raise SalunError(
+            f"interrupted; finished runs are saved in {args.out}: rerun the same command to resume"
+        ) from None
+    if not args.no_report:
+        from salun.report import write_report
+
+        paths = write_report(out)
+        print(f"report: {paths['md']} and {paths['html']}", file=sys.stderr)
+    print(str(Path(out) / "results.jsonl"))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Handler of ``salun report``."""
+    from salun.report import write_report
+
+    if not Path(args.dir).is_dir():
+        raise SalunError(f"{args.dir} is not a folder; pass the --out folder of salun bench")
+    paths = write_report(args.dir)
+    print(paths["md"])
+    print(paths["html"])
+    return 0

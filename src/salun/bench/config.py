@@ -1,0 +1,301 @@
+"""Benchmark configuration: YAML in, frozen dataclasses out, every key checked.
+
+A benchmark is a grid of methods × scenarios × seeds on one dataset and architecture.
+Example (``configs/ci.yaml`` is a complete one)::
+
+    name: ci
+    dataset: digits
+    arch: mlp
+    width: 0.25
+    original: {epochs: 30, batch_size: 64, lr: 0.05}   # TrainConfig fields (no seed)
+    scenarios: [random10, {name: class, kind: class, classes: [3]}]
+    seeds: [0, 1]
+    tune_lr: true          # search each method's lr_grid on tune_seed
+    methods:
+      rl: {epochs: 3, lr_grid: [0.01, 0.03]}          # flat: the method's config overrides
+      salun_legacy: {method: salun, mask_mode: legacy}  # a second label for one method
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from salun.errors import SalunError
+from salun.io import stable_hash
+from salun.train import TrainConfig
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+RESERVED_LABELS = ("retrain", "original")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One forgetting scenario.
+
+    Attributes:
+        name: label used in keys, file names and tables (e.g. ``random10``).
+        kind: ``random`` (random data forgetting) or ``class`` (class-wise).
+        fraction: random: fraction of the training set to forget.
+        count: random: an exact number of samples instead of ``fraction``.
+        classes: class-wise: the forgotten classes.
+    """
+
+    name: str
+    kind: str
+    fraction: float | None = None
+    count: int | None = None
+    classes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One row of the benchmark table.
+
+    Attributes:
+        label: the row's name (defaults to the method name).
+        method: the registered method (see ``salun.methods.list_methods``).
+        overrides: config overrides (``lr_grid`` included: it is a field of every method
+            config and is the grid searched when ``tune_lr`` is on).
+    """
+
+    label: str
+    method: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """A whole benchmark.
+
+    Attributes:
+        name: a short name (shown in the report).
+        dataset: a ``load_dataset`` spec, e.g. ``digits``, ``fashion-mnist``, ``cifar10``.
+        data_root: a folder to look in first for the dataset's files.
+        arch: a registered architecture (``mlp``, ``cnn``, ``resnet18``, ``vgg16_bn``).
+        width: channel / hidden-size multiplier of the architecture.
+        val_fraction: fraction of each class held out for validation (never trained on).
+        original: the recipe of the original model; Retrain reuses it on D_r.
+        scenarios: the forgetting scenarios.
+        seeds: one original model, split and Retrain per seed (paper: 10 trials).
+        methods: the unlearning methods (Retrain is always run as the reference).
+        tune_lr: search each method's ``lr_grid`` on ``tune_seed`` for the smallest Avg. Gap.
+        tune_seed: the seed of the search (default: the first seed).
+        description: free text shown in the report.
+    """
+
+    name: str
+    dataset: str
+    arch: str
+    original: TrainConfig
+    scenarios: tuple[Scenario, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[MethodEntry, ...]
+    width: float = 1.0
+    data_root: str | None = None
+    val_fraction: float = 0.0
+    tune_lr: bool = False
+    tune_seed: int | None = None
+    description: str = ""
+
+    @property
+    def search_seed(self) -> int:
+        """The seed the lr search runs on."""
+        return self.seeds[0] if self.tune_seed is None else self.tune_seed
+
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        """Every seed that needs an original model and Retrain (the search seed included)."""
+        extra = (self.search_seed,) if self.tune_lr and self.search_seed not in self.seeds else ()
+        return tuple(self.seeds) + extra
+
+    def hash(self) -> str:
+        """A hash of everything that changes results (a result folder belongs to one)."""
+        return stable_hash(asdict(self))
+
+    def scenario(self, name: str) -> Scenario:
+        for s in self.scenarios:
+            if s.name == name:
+                return s
+        raise SalunError(f"no scenario {name!r} in this benchmark")
+
+    def method(self, label: str) -> MethodEntry:
+        for m in self.methods:
+            if m.label == label:
+                return m
+        raise SalunError(f"no method {label!r} in this benchmark")
+
+
+_TOP_KEYS = {f.name for f in fields(BenchConfig)}
+_REQUIRED = ("dataset", "arch", "original", "scenarios", "seeds", "methods")
+
+
+def _check_keys(d: Mapping, allowed: set[str], where: str) -> None:
+    bad = sorted(set(d) - allowed)
+    if bad:
+        raise SalunError(
+            f"{where}: unknown key {bad[0]!r}; allowed keys are: {', '.join(sorted(allowed))}"
+        )
+
+
+def _check_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise SalunError(f"{what} {name!r} must be letters, digits, '_' or '-' (no dots/spaces)")
+    return name
+
+
+def parse_scenario(item: Any) -> Scenario:
+    """A scenario from a shorthand (``random10``, ``random50``, ``class3``) or a mapping
+    ``{name, kind, fraction | count | classes}``."""
+    if isinstance(item, str):
+        m = re.fullmatch(r"random(\d+)", item)
+        if m and 0 < int(m.group(1)) < 100:
+            return Scenario(item, "random", fraction=int(m.group(1)) / 100)
+        m = re.fullmatch(r"class(\d+)", item)
+        if m:
+            return Scenario(item, "class", classes=(int(m.group(1)),))
+        raise SalunError(
+            f"scenario {item!r}: use randomNN (e.g. random10), classN (e.g. class0) or a "
+            "mapping {name, kind: random|class, fraction|count|classes}"
+        )
+    if not isinstance(item, Mapping):
+        raise SalunError(f"a scenario must be a string or a mapping, got {item!r}")
+    _check_keys(item, {f.name for f in fields(Scenario)}, f"scenario {item.get('name')!r}")
+    if "name" not in item or "kind" not in item:
+        raise SalunError(f"scenario {dict(item)} needs a name and a kind (random or class)")
+    name = _check_name(item["name"], "scenario name")
+    kind = item["kind"]
+    if kind == "random":
+        if ("fraction" in item) == ("count" in item):
+            raise SalunError(f"scenario {name!r}: random forgetting needs fraction or count")
+        if item.get("classes"):
+            raise SalunError(f"scenario {name!r}: random forgetting takes no classes")
+    elif kind == "class":
+        classes = item.get("classes")
+        if not isinstance(classes, list | tuple) or not classes:
+            raise SalunError(f"scenario {name!r}: class-wise forgetting needs classes: [c, ...]")
+        if "fraction" in item or "count" in item:
+            raise SalunError(f"scenario {name!r}: class-wise forgetting takes no fraction/count")
+    else:
+        raise SalunError(f"scenario {name!r}: kind must be 'random' or 'class', got {kind!r}")
+    return Scenario(
+        name,
+        kind,
+        fraction=float(item["fraction"]) if "fraction" in item else None,
+        count=int(item["count"]) if "count" in item else None,
+        classes=tuple(int(c) for c in item.get("classes") or ()),
+    )
+
+
+def parse_methods(raw: Any) -> tuple[MethodEntry, ...]:
+    """Methods as a mapping ``label: {overrides...}`` (``method:`` names the registered
+    method when the label differs). Overrides are checked against the method's config."""
+    from salun.methods import make_config
+
+    if not isinstance(raw, Mapping) or not raw:
+        raise SalunError("methods must be a non-empty mapping, e.g. methods: {salun: {epochs: 5}}")
+    out = []
+    for label, body in raw.items():
+        label = _check_name(label, "method label")
+        if label in RESERVED_LABELS:
+            raise SalunError(
+                f"method label {label!r} is reserved: Retrain is always run as the reference "
+                "with the original recipe; remove it from methods"
+            )
+        body = dict(body or {})
+        method = body.pop("method", label)
+        for k in ("seed",):
+            if k in body:
+                raise SalunError(f"method {label!r}: {k} comes from the benchmark's seeds")
+        make_config(method, body)  # unknown method or setting: a clear SalunError now
+        out.append(MethodEntry(label, method, body))
+    return tuple(out)
+
+
+def parse_original(raw: Any) -> TrainConfig:
+    if not isinstance(raw, Mapping):
+        raise SalunError("original must be a mapping of training settings, e.g. {epochs: 30}")
+    _check_keys(raw, {f.name for f in fields(TrainConfig)} - {"seed"}, "original")
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    try:
+        return TrainConfig(**d)
+    except TypeError as e:
+        raise SalunError(f"original: {e}") from None
+
+
+def parse_config(raw: Any, source: str = "config") -> BenchConfig:
+    """Build a :class:`BenchConfig` from a parsed YAML mapping; every key is checked."""
+    if not isinstance(raw, Mapping):
+        raise SalunError(f"{source}: the top level must be a mapping")
+    _check_keys(raw, _TOP_KEYS, source)
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise SalunError(f"{source}: missing key {missing[0]!r}")
+    seeds = raw["seeds"]
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise SalunError(f"{source}: seeds must be a non-empty list of integers")
+    if len(set(seeds)) != len(seeds):
+        raise SalunError(f"{source}: seeds must be distinct, got {seeds}")
+    scenarios = tuple(parse_scenario(s) for s in raw["scenarios"] or [])
+    if not scenarios:
+        raise SalunError(f"{source}: scenarios must not be empty")
+    names = [s.name for s in scenarios]
+    if len(set(names)) != len(names):
+        raise SalunError(f"{source}: scenario names must be distinct, got {names}")
+    val = float(raw.get("val_fraction", 0.0))
+    if not 0.0 <= val < 1.0:
+        raise SalunError(f"{source}: val_fraction must lie in [0, 1), got {val}")
+    tune_seed = raw.get("tune_seed")
+    if tune_seed is not None and not isinstance(tune_seed, int):
+        raise SalunError(f"{source}: tune_seed must be an integer, got {tune_seed!r}")
+    return BenchConfig(
+        name=str(raw.get("name") or Path(source).stem),
+        dataset=str(raw["dataset"]),
+        arch=str(raw["arch"]),
+        original=parse_original(raw["original"]),
+        scenarios=scenarios,
+        seeds=tuple(seeds),
+        methods=parse_methods(raw["methods"]),
+        width=float(raw.get("width", 1.0)),
+        data_root=None if raw.get("data_root") is None else str(raw["data_root"]),
+        val_fraction=val,
+        tune_lr=bool(raw.get("tune_lr", False)),
+        tune_seed=tune_seed,
+        description=str(raw.get("description") or ""),
+    )
+
+
+def load_config(path: str | Path) -> BenchConfig:
+    """Read and check a benchmark YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SalunError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SalunError(f"{path} is not valid YAML: {e}") from None
+    return parse_config(raw, str(path))
+
+
+def config_from_dict(d: Mapping[str, Any]) -> BenchConfig:
+    """Rebuild a :class:`BenchConfig` from ``dataclasses.asdict`` output (``bench.json``)."""
+    return BenchConfig(
+        **{
+            **d,
+            "original": TrainConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in d["original"].items()}
+            ),
+            "scenarios": tuple(
+                Scenario(**{**s, "classes": tuple(s["classes"])}) for s in d["scenarios"]
+            ),
+            "seeds": tuple(d["seeds"]),
+            "methods": tuple(MethodEntry(**m) for m in d["methods"]),
+        }
+    )
