@@ -168,7 +168,9 @@ def run_retrain(task: Task, device: torch.device) -> dict[str, Any]:
         )
         seconds, config = time.perf_counter() - t0, asdict(recipe)
     out = {
-        "metrics": evaluate_unlearning(model, bundle, split, device=device),
+        "metrics": evaluate_unlearning(
+            model, bundle, split, device=device, mia_features=task.bench.mia_features
+        ),
         "rte_s": seconds,
         "config": config,
         "via": via["method"] or via["trainer"],
@@ -201,7 +203,9 @@ def run_unlearn(task: Task, device: torch.device) -> dict[str, Any]:
     )
     try:
         res = run_method(task.method, original, forget, retain, cfg, ctx)
-        metrics = evaluate_unlearning(res.model, bundle, split, device=device)
+        metrics = evaluate_unlearning(
+            res.model, bundle, split, device=device, mia_features=b.mia_features
+        )
     except SalunError as e:
         return {"status": "failed", "error": str(e), "config": asdict(cfg)}
     if task.mask_file and not task.path(task.mask_file).is_file():
