@@ -1,0 +1,283 @@
+"""Class forgetting in the conditional DDPM: SalUn and its baselines (SALUN_SPEC §5.1.2, §5.1.5).
+
+Every method minimises ``forget_term + α · retain_term`` with Adam (lr 1e-4, wd 0), clips
+the gradient norm to 1.0 **before** masking, and updates through
+:class:`salun.masking.MaskedUpdate` (strict: masked weights stay bit-identical).
+
+Forget terms (x_t = √ᾱ_t·x_f + √(1−ᾱ_t)·ε with fresh ε and antithetic t):
+
+- ``salun`` / ``rl``: ‖ε_θ(x_t, c) − sg[ε_θ(x_t, c')]‖² (mean), the forget class's prediction
+  pulled to a stop-gradient prediction for another class c' — ``target_class="next"``:
+  c' = (c+1) mod K as in the reference; ``"random"``: uniform over the other classes. Both
+  forwards run in train mode with independent label dropout, as in the reference. ``salun``
+  requires a mask; ``rl`` is the same objective without one (the paper's "SalUn w/o mask").
+- ``ga``: −ℓ_diffusion(D_f), gradient ascent on the ordinary loss.
+- ``esd``: ‖ε_θ(x_t, c) − [ε*(x_t, ∅) − η·(ε*(x_t, c) − ε*(x_t, ∅))]‖² with ε* a frozen copy
+  of the original model (no gradient reaches it). SD's ESD gets x_t by partially sampling
+  with the model; with a class-conditional DDPM the forget images are at hand, so x_t comes
+  from the forward process on D_f (cheaper on CPU; the same target).
+- Retrain and the random-mask ablation live elsewhere: Retrain is :func:`train_ddpm` on D_r;
+  the ablation is ``salun`` with :func:`salun.saliency.random_mask`.
+
+**α scaling.** The reference's α = 1e-3 multiplies a retain loss *summed* over pixels (while
+its forget loss is a mean), i.e. an effective per-element weight of 1e-3 × C·H·W (≈ 3 on
+CIFAR-10). We use a **mean-reduced** retain loss, so the default α is 1e-3 × C·H·W: 0.784 for
+28×28×1 Fashion-MNIST, 3.072 for CIFAR-10. α = 1e-3 on a mean loss collapses every class
+(DESIGN §4; reference issue #19). ``retain_reduction="sum"`` restores the reference's
+scaling, with default α = 1e-3. ESD has no retain term by default (α = 0), as in ESD.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from salun.data import ImageDataset
+from salun.errors import SalunError
+from salun.generation.ddpm_model import Denoiser
+from salun.generation.diffusion import (
+    NoiseSchedule,
+    diffusion_loss,
+    drop_labels,
+    noisy_batch,
+)
+from salun.generation.gen_data import endless_batches
+from salun.masking import MaskedUpdate
+from salun.train import check_finite
+from salun.utils import clone_model, progress
+
+METHODS = ("salun", "rl", "ga", "esd")
+REFERENCE_ALPHA_PER_PIXEL = 1e-3  # the reference's α on its pixel-summed retain loss
+
+
+@dataclass(frozen=True)
+class GenUnlearnConfig:
+    """Settings of DDPM class forgetting (defaults: the reference's, SALUN_SPEC §5.1.3 table).
+
+    Attributes:
+        method: ``salun`` | ``rl`` | ``ga`` | ``esd``.
+        iterations: optimizer steps (paper: 1 000).
+        batch_size: forget and retain images per step, each (paper: 128 + 128).
+        lr: Adam learning rate (paper: 1e-4).
+        alpha: retain weight; None = the method's default (see the module docstring).
+        retain_reduction: ``mean`` (ours) or ``sum`` over pixels (the reference).
+        target_class: ``next`` (c+1 mod K, the reference) or ``random`` (another class).
+        p_uncond: label dropout on the forget branches and the retain loss (paper: 0.1).
+        esd_eta: ESD's negative-guidance strength η (ESD: 1.0).
+        grad_clip: global gradient-norm clip before masking (paper: 1.0); 0 disables.
+        mask_mode: ``strict`` (masked weights never move) or ``legacy``.
+        flip: random horizontal flips on both streams.
+        seed: seeds batches, noise, timesteps, dropout and random targets.
+    """
+
+    method: str = "salun"
+    iterations: int = 1000
+    batch_size: int = 128
+    lr: float = 1e-4
+    # Optional[...] because salun.config_cli does not yet read `X | None` (types.UnionType)
+    alpha: Optional[float] = None  # noqa: UP045
+    retain_reduction: str = "mean"
+    target_class: str = "next"
+    p_uncond: float = 0.1
+    esd_eta: float = 1.0
+    grad_clip: float = 1.0
+    mask_mode: str = "strict"
+    flip: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SalunError(
+                f"unknown DDPM unlearning method {self.method!r}; choose one of "
+                f"{', '.join(METHODS)} (or retrain via `salun gen unlearn --method retrain`)"
+            )
+        if self.iterations < 1 or self.batch_size < 1:
+            raise SalunError("iterations and batch_size must be >= 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SalunError(f"lr must be a positive number, got {self.lr}")
+        if self.alpha is not None and not self.alpha >= 0:
+            raise SalunError(f"alpha must be >= 0, got {self.alpha}")
+        if self.retain_reduction not in ("mean", "sum"):
+            raise SalunError(f"retain_reduction must be mean or sum, got {self.retain_reduction!r}")
+        if self.target_class not in ("next", "random"):
+            raise SalunError(f"target_class must be next or random, got {self.target_class!r}")
+
+
+def resolve_alpha(cfg: GenUnlearnConfig, pixels_per_image: int) -> float:
+    """The retain weight actually used (see the module docstring for the scaling)."""
+    if cfg.alpha is not None:
+        return float(cfg.alpha)
+    if cfg.method == "esd":
+        return 0.0
+    if cfg.retain_reduction == "sum":
+        return REFERENCE_ALPHA_PER_PIXEL
+    return REFERENCE_ALPHA_PER_PIXEL * pixels_per_image
+
+
+def other_class(
+    c: torch.Tensor, num_classes: int, how: str, generator: torch.Generator
+) -> torch.Tensor:
+    """c' ≠ c: ``next`` = (c+1) mod K; ``random`` = uniform over the K−1 other classes."""
+    if how == "next":
+        return (c + 1) % num_classes
+    shift = torch.randint(1, num_classes, c.shape, generator=generator).to(c.device)
+    return (c + shift) % num_classes
+
+
+@torch.no_grad()
+def pseudo_target(
+    model: Denoiser, x_t: torch.Tensor, t: torch.Tensor, c_target: torch.Tensor
+) -> torch.Tensor:
+    """sg[ε_θ(x_t, c')]: the other class's prediction, computed without a graph."""
+    return model(x_t, t, c_target)
+
+
+@torch.no_grad()
+def esd_target(
+    frozen: Denoiser, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor, eta: float
+) -> torch.Tensor:
+    """ε*(x_t, ∅) − η·(ε*(x_t, c) − ε*(x_t, ∅)) from the frozen original (no gradient)."""
+    null = torch.full_like(c, frozen.null_class)
+    both = frozen(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, null]))
+    e_c, e_null = both.chunk(2)
+    return e_null - eta * (e_c - e_null)
+
+
+def rl_forget_loss(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    c: torch.Tensor,
+    cfg: GenUnlearnConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """SalUn's forget term: MSE(ε_θ(x_t, c), sg[ε_θ(x_t, c')]) on the same x_t and t."""
+    x_t, t, _ = noisy_batch(schedule, x0, generator)
+    c_target = other_class(c, model.num_classes, cfg.target_class, generator)
+    target = pseudo_target(
+        model, x_t, t, drop_labels(c_target, cfg.p_uncond, model.null_class, generator)
+    )
+    output = model(x_t, t, drop_labels(c, cfg.p_uncond, model.null_class, generator))
+    return F.mse_loss(output, target)
+
+
+def esd_forget_loss(
+    model: Denoiser,
+    frozen: Denoiser,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    c: torch.Tensor,
+    cfg: GenUnlearnConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """ESD's term: MSE(ε_θ(x_t, c), negative-guidance target of the frozen copy)."""
+    x_t, t, _ = noisy_batch(schedule, x0, generator)
+    return F.mse_loss(model(x_t, t, c), esd_target(frozen, x_t, t, c, cfg.esd_eta))
+
+
+@dataclass
+class GenUnlearnResult:
+    model: Denoiser
+    alpha: float
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def unlearn_ddpm(
+    model: Denoiser,
+    forget: ImageDataset,
+    retain: ImageDataset,
+    cfg: GenUnlearnConfig,
+    *,
+    mask: dict[str, torch.Tensor] | None = None,
+    schedule: NoiseSchedule | None = None,
+    device: torch.device | str = "cpu",
+    quiet: bool = False,
+) -> GenUnlearnResult:
+    """Unlearn the forget class from a copy of ``model`` (the input is not changed).
+
+    Args:
+        model: the original denoiser θ_o.
+        forget: D_f, all training images of the forgotten class.
+        retain: D_r, the other classes (unused when α = 0).
+        cfg: the method and its settings.
+        mask: ``{name: bool}`` saliency mask (required for ``salun``; optional for the rest,
+            e.g. GA + mask as an ablation).
+
+    Returns:
+        :class:`GenUnlearnResult` with the unlearned model (eval mode), α used, wall time
+        and a loss history every 50 steps.
+
+    Example:
+        >>> mask = ddpm_saliency_mask(original, forget, DDPMMaskConfig())
+        >>> res = unlearn_ddpm(original, forget, retain, GenUnlearnConfig(), mask=mask)
+    """
+    if cfg.method == "salun" and mask is None:
+        raise SalunError("method salun needs a saliency mask; compute one with `salun gen mask`")
+    if len(forget) == 0:
+        raise SalunError("the forget set is empty")
+    schedule = schedule or NoiseSchedule()
+    start = time.perf_counter()
+    pixels = int(forget.images[0].numel())
+    alpha = resolve_alpha(cfg, pixels)
+    if alpha > 0 and len(retain) == 0:
+        raise SalunError("the retain set is empty but alpha > 0")
+    net = clone_model(model).to(device).train()
+    frozen = None
+    if cfg.method == "esd":
+        frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    f_stream = endless_batches(forget, cfg.batch_size, gen, device, flip=cfg.flip)
+    r_stream = (
+        endless_batches(retain, cfg.batch_size, gen, device, flip=cfg.flip) if alpha > 0 else None
+    )
+    opt = torch.optim.Adam(
+        net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
+    )
+    masked = MaskedUpdate(net, mask, mode=cfg.mask_mode)
+    history: list[dict[str, Any]] = []
+    sums = {"forget": 0.0, "retain": 0.0, "n": 0}
+    for it in progress(range(cfg.iterations), desc=f"gen unlearn {cfg.method}", quiet=quiet):
+        xf, cf = next(f_stream)
+        if cfg.method in ("salun", "rl"):
+            f_loss = rl_forget_loss(net, schedule, xf, cf, cfg, gen)
+        elif cfg.method == "ga":
+            f_loss = -diffusion_loss(net, schedule, xf, cf, gen, p_uncond=cfg.p_uncond)
+        else:
+            f_loss = esd_forget_loss(net, frozen, schedule, xf, cf, cfg, gen)
+        loss = f_loss
+        r_val = 0.0
+        if r_stream is not None:
+            xr, cr = next(r_stream)
+            r_loss = diffusion_loss(
+                net, schedule, xr, cr, gen, p_uncond=cfg.p_uncond, reduction=cfg.retain_reduction
+            )
+            loss = loss + alpha * r_loss
+            r_val = r_loss.item()
+        check_finite(loss, f"{cfg.method} unlearning step {it + 1}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:  # clip the full gradient first, then mask (pitfall 12)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        masked.step(opt)
+        sums["forget"] += f_loss.item()
+        sums["retain"] += r_val
+        sums["n"] += 1
+        if (it + 1) % 50 == 0 or it + 1 == cfg.iterations:
+            n = sums["n"]
+            history.append(
+                {
+                    "step": it + 1,
+                    "forget_loss": sums["forget"] / n,
+                    "retain_loss": sums["retain"] / n,
+                }
+            )
+            sums = {"forget": 0.0, "retain": 0.0, "n": 0}
+    net.eval()
+    return GenUnlearnResult(net, alpha, time.perf_counter() - start, history)

@@ -1,0 +1,357 @@
+"""``salun gen train | mask | unlearn | sample | evaluate``: the class-conditional DDPM.
+
+Settings come from three layers: the config dataclasses' defaults (the paper's values),
+then a preset YAML (``--config configs/gen-fashion-cpu.yaml``; sections ``model``,
+``train``, ``mask``, ``unlearn``, ``sample``, ``evaluate`` plus top-level ``dataset``,
+``forget_class``, ``weights``), then the flags given on the command line. Flags are
+generated from the dataclass fields, so they never drift from the API.
+
+Typical run (see ``benchmarks/gen/README.md``)::
+
+    salun gen train --config configs/gen-fashion-cpu.yaml --out runs/gen/original
+    salun gen mask --config ... --model runs/gen/original --out runs/gen/mask.safetensors
+    salun gen unlearn --config ... --model runs/gen/original --method salun \\
+        --mask runs/gen/mask.safetensors --out runs/gen/salun
+    salun gen evaluate --config ... --model runs/gen/salun --classifier runs/gen/clf
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from salun.config_cli import add_dataclass_args, dataclass_from_args, overrides_from_args
+from salun.errors import SalunError
+from salun.generation.ddpm_mask import DDPMMaskConfig
+from salun.generation.ddpm_model import DenoiserConfig
+from salun.generation.ddpm_train import DDPMTrainConfig
+from salun.generation.ddpm_unlearn import METHODS, GenUnlearnConfig
+from salun.generation.gen_evaluate import GenEvalConfig
+from salun.generation.sampler import SamplerConfig
+
+SECTIONS = ("model", "train", "mask", "unlearn", "sample", "evaluate")
+TOP_LEVEL = ("dataset", "forget_class", "weights", "device", "description")
+ARCH_SKIP = ("image_size", "in_channels", "num_classes", "extra")
+TRAIN_FIELDS = {f.name for f in fields(DDPMTrainConfig)}
+
+
+def load_preset(path: str | None) -> dict[str, Any]:
+    """Read a gen preset YAML; unknown sections or keys are errors, not silently ignored."""
+    if not path:
+        return {}
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SalunError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SalunError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise SalunError(f"{path} must be a mapping of sections")
+    unknown = sorted(set(data) - set(SECTIONS) - set(TOP_LEVEL))
+    if unknown:
+        raise SalunError(f"{path}: unknown keys {unknown}; allowed: {SECTIONS + TOP_LEVEL}")
+    return data
+
+
+def section(preset: dict, name: str, cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One preset section checked against the dataclass fields."""
+    values = dict(preset.get(name) or {})
+    allowed = {f.name for f in fields(cls)} - set(skip)
+    bad = sorted(set(values) - allowed)
+    if bad:
+        raise SalunError(f"preset section {name!r}: unknown keys {bad}; allowed: {sorted(allowed)}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def build(ns: argparse.Namespace, preset: dict, name: str, cls: type, **fixed):
+    try:
+        return dataclass_from_args(ns, cls, **{**section(preset, name, cls), **fixed})
+    except TypeError as e:
+        raise SalunError(f"bad {name} settings: {e}") from None
+
+
+def _pick(ns, preset: dict, key: str, default=None):
+    """A top-level setting: the flag if given, else the preset's, else ``default``."""
+    v = getattr(ns, key, None)
+    return v if v is not None else preset.get(key, default)
+
+
+def _require(value, flag: str):
+    if value is None:
+        raise SalunError(f"{flag} is required (or set it in the --config preset)")
+    return value
+
+
+def _common(p: argparse.ArgumentParser, *, data: bool = False, forget: bool = False) -> None:
+    p.add_argument("--config", help="preset YAML, e.g. configs/gen-fashion-cpu.yaml")
+    p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if data:
+        p.add_argument("--data", dest="dataset", help="dataset, e.g. fashion-mnist")
+    if forget:
+        p.add_argument("--forget-class", dest="forget_class", type=int, help="class to forget")
+
+
+def _weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights",
+        choices=["model", "ema"],
+        help="weights of a trained DDPM folder to use (default: preset or 'model'); "
+        "unlearned folders hold one set, used for either",
+    )
+
+
+def add_gen_subcommands(subparsers) -> None:
+    """Register ``salun gen ...`` on the top-level CLI's subparsers."""
+    gen = subparsers.add_parser("gen", help="class-conditional DDPM: train, mask, unlearn, ...")
+    sub = gen.add_subparsers(dest="gen_command", required=True, metavar="GEN_COMMAND")
+
+    p = sub.add_parser("train", help="train the Original DDPM (or Retrain with --exclude-class)")
+    _common(p, data=True)
+    p.add_argument("--out", required=True, help="DDPM model folder to write")
+    p.add_argument("--exclude-class", type=int, help="leave this class out (= Retrain)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true", help="continue an unfinished --out folder")
+    add_dataclass_args(p, DenoiserConfig, skip=ARCH_SKIP)
+    add_dataclass_args(p, DDPMTrainConfig)
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("mask", help="SalUn saliency mask of a DDPM for one class")
+    _common(p, forget=True)
+    _weights(p)
+    p.add_argument("--model", required=True, help="the original DDPM folder")
+    p.add_argument("--out", required=True, help="mask file to write (.safetensors)")
+    p.add_argument("--random", action="store_true", help="a random mask (the ablation)")
+    add_dataclass_args(p, DDPMMaskConfig)
+    p.set_defaults(handler=cmd_mask)
+
+    p = sub.add_parser("unlearn", help="forget a class: salun, rl, ga, esd or retrain")
+    _common(p, forget=True)
+    _weights(p)
+    p.add_argument("--model", required=True, help="the original DDPM folder")
+    p.add_argument("--mask", help="mask file (required for --method salun)")
+    p.add_argument("--out", required=True, help="unlearned DDPM folder to write")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=500, help="retrain only: checkpoint interval"
+    )
+    add_dataclass_args(p, GenUnlearnConfig)
+    p.set_defaults(handler=cmd_unlearn)
+
+    p = sub.add_parser("sample", help="generate images per class and save a PNG grid")
+    _common(p)
+    _weights(p)
+    p.add_argument("--model", required=True, help="DDPM folder")
+    p.add_argument("--classes", type=int, nargs="+", help="classes to draw (default: all)")
+    p.add_argument("--n-per-class", type=int, default=8, help="images per class (default: 8)")
+    p.add_argument("--out", required=True, help="PNG grid to write")
+    p.add_argument("--npz", help="also save the uint8 images and labels to this .npz")
+    add_dataclass_args(p, SamplerConfig)
+    p.set_defaults(handler=cmd_sample)
+
+    p = sub.add_parser("evaluate", help="UA, retained accuracy, feature FD (+ Inception FID)")
+    _common(p, forget=True)
+    _weights(p)
+    p.add_argument("--model", required=True, help="DDPM folder")
+    p.add_argument("--classifier", required=True, help="classifier folder (from `salun train`)")
+    p.add_argument("--grid", help="also write a per-class PNG grid of the samples")
+    p.add_argument("--out", help="write the record as JSON here")
+    p.add_argument("--json", action="store_true", help="print the record as JSON on stdout")
+    add_dataclass_args(p, GenEvalConfig)
+    add_dataclass_args(p, SamplerConfig)
+    p.set_defaults(handler=cmd_evaluate)
+
+
+def _say(args, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
+def cmd_train(args) -> None:
+    from salun.generation.gen_workflows import train_to_folder
+
+    preset = load_preset(args.config)
+    arch = {**section(preset, "model", DenoiserConfig, ARCH_SKIP)}
+    arch.update(overrides_from_args(args, DenoiserConfig))
+    cfg = build(args, preset, "train", DDPMTrainConfig)
+    data = _require(_pick(args, preset, "dataset"), "--data")
+    meta = train_to_folder(
+        data,
+        arch,
+        cfg,
+        args.out,
+        exclude_class=args.exclude_class,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        device=_pick(args, preset, "device", "auto"),
+        quiet=args.quiet,
+    )
+    last = meta["history"][-1]["loss"] if meta.get("history") else float("nan")
+    _say(args, f"wrote {args.out}: {meta['steps_done']} steps, last loss {last:.4f}")
+
+
+def cmd_mask(args) -> None:
+    from salun.generation.gen_workflows import mask_to_file
+
+    preset = load_preset(args.config)
+    cfg = build(args, preset, "mask", DDPMMaskConfig)
+    record = mask_to_file(
+        args.model,
+        _require(_pick(args, preset, "forget_class"), "--forget-class"),
+        cfg,
+        args.out,
+        weights=_pick(args, preset, "weights", "model"),
+        random=args.random,
+        device=_pick(args, preset, "device", "auto"),
+    )
+    _say(args, f"wrote {args.out}: {record['kind']} mask, keep {record['keep']}")
+
+
+def cmd_unlearn(args) -> None:
+    from salun.generation.ddpm_model import read_denoiser_meta
+    from salun.generation.gen_workflows import train_to_folder, unlearn_to_folder
+
+    preset = load_preset(args.config)
+    forget_class = _require(_pick(args, preset, "forget_class"), "--forget-class")
+    device = _pick(args, preset, "device", "auto")
+    method = args.cfg_method or section(preset, "unlearn", GenUnlearnConfig).get("method", "salun")
+    if method == "retrain":
+        # Retrain = the Original's recorded recipe and architecture on D_r only (a preset's
+        # train section, if given, overrides the recorded values)
+        meta = read_denoiser_meta(args.model)
+        recorded = {k: v for k, v in meta.get("train", {}).items() if k in TRAIN_FIELDS}
+        recorded.update(section(preset, "train", DDPMTrainConfig))
+        cfg = DDPMTrainConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()}
+        )
+        train_to_folder(
+            meta.get("data_spec", meta["dataset"]),
+            meta["denoiser"],
+            cfg,
+            args.out,
+            exclude_class=forget_class,
+            checkpoint_every=args.checkpoint_every,
+            resume=True,
+            device=device,
+            quiet=args.quiet,
+        )
+        _say(args, f"wrote {args.out}: retrained without class {forget_class}")
+        return
+    if method is not None and method not in METHODS:
+        raise SalunError(f"unknown method {method!r}; choose one of {METHODS + ('retrain',)}")
+    unlearn_section = {**section(preset, "unlearn", GenUnlearnConfig), "method": method}
+    try:
+        cfg = dataclass_from_args(args, GenUnlearnConfig, **unlearn_section)
+    except TypeError as e:
+        raise SalunError(f"bad unlearn settings: {e}") from None
+    record = unlearn_to_folder(
+        args.model,
+        forget_class,
+        cfg,
+        args.out,
+        mask_file=args.mask,
+        weights=_pick(args, preset, "weights", "model"),
+        device=device,
+        quiet=args.quiet,
+    )
+    _say(
+        args,
+        f"wrote {args.out}: {cfg.method} (alpha {record['alpha_used']:.4g}) "
+        f"in {record['seconds']:.0f} s",
+    )
+
+
+def cmd_sample(args) -> None:
+    import numpy as np
+    import torch
+
+    from salun.generation.ddpm_model import load_denoiser
+    from salun.generation.gen_workflows import weights_for
+    from salun.generation.grids import save_class_grid
+    from salun.generation.sampler import sample
+    from salun.io import atomic_write
+    from salun.utils import resolve_device
+
+    preset = load_preset(args.config)
+    cfg = build(args, preset, "sample", SamplerConfig)
+    dev = resolve_device(_pick(args, preset, "device", "auto"))
+    weights = weights_for(args.model, _pick(args, preset, "weights", "model"))
+    model, meta = load_denoiser(args.model, dev, weights=weights)
+    classes = args.classes if args.classes else list(range(model.num_classes))
+    labels = torch.tensor([c for c in classes for _ in range(args.n_per_class)])
+    images = sample(model, labels, cfg, quiet=args.quiet)
+    save_class_grid(
+        args.out,
+        images,
+        labels,
+        classes=classes,
+        n_per_class=args.n_per_class,
+        names=meta.get("classes"),
+    )
+    if args.npz:
+
+        def write_npz(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, images=images.numpy(), labels=labels.numpy())
+
+        atomic_write(args.npz, write_npz)
+    _say(args, f"wrote {args.out}: {len(images)} samples ({cfg.steps} steps, w={cfg.guidance})")
+
+
+def cmd_evaluate(args) -> None:
+    from salun.generation.gen_workflows import evaluate_folder
+
+    preset = load_preset(args.config)
+    eval_cfg = build(args, preset, "evaluate", GenEvalConfig)
+    sampler = build(args, preset, "sample", SamplerConfig)
+    record = evaluate_folder(
+        args.model,
+        args.classifier,
+        _require(_pick(args, preset, "forget_class"), "--forget-class"),
+        eval_cfg,
+        sampler,
+        weights=_pick(args, preset, "weights", "model"),
+        grid=args.grid,
+        out=args.out,
+        device=_pick(args, preset, "device", "auto"),
+        quiet=args.quiet,
+    )
+    if args.json:
+        print(json.dumps(record, indent=2, sort_keys=True, default=str))
+    else:
+        m = record["metrics"]
+        line = (
+            f"UA {m['ua']:.1f} %  retained acc {m['retain_acc']:.1f} %  "
+            f"feature FD {m['feature_fd']:.3f}"
+        )
+        if "inception_fid" in m:
+            fid = m["inception_fid"]
+            line += (
+                f"  Inception FID {fid:.2f}"
+                if fid is not None
+                else f"  ({m['inception_fid_note']})"
+            )
+        print(line)
+
+
+def config_dump(preset_path: str | None) -> dict[str, Any]:
+    """The fully resolved settings of a preset (for records and docs)."""
+    preset = load_preset(preset_path)
+    ns = argparse.Namespace()
+    return {
+        "model": {
+            **asdict(DenoiserConfig()),
+            **section(preset, "model", DenoiserConfig, ARCH_SKIP),
+        },
+        "train": asdict(build(ns, preset, "train", DDPMTrainConfig)),
+        "mask": asdict(build(ns, preset, "mask", DDPMMaskConfig)),
+        "unlearn": asdict(build(ns, preset, "unlearn", GenUnlearnConfig)),
+        "sample": asdict(build(ns, preset, "sample", SamplerConfig)),
+        "evaluate": asdict(build(ns, preset, "evaluate", GenEvalConfig)),
+    }

@@ -1,0 +1,262 @@
+"""DDPM steps on folders and files, shared by ``salun gen`` and scripts.
+
+Each step loads what it needs, checks that the pieces fit (dataset vs model, mask vs
+model weights), does its work and writes its artifact atomically with provenance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from salun.data import DataBundle, load_dataset
+from salun.errors import SalunError
+from salun.generation.ddpm_checkpoint import STATE_FILE, resume_train_state, save_checkpoint
+from salun.generation.ddpm_mask import DDPMMaskConfig, ddpm_saliency_mask
+from salun.generation.ddpm_model import (
+    DenoiserConfig,
+    build_denoiser,
+    load_denoiser,
+    read_denoiser_meta,
+    save_denoiser,
+)
+from salun.generation.ddpm_train import DDPMTrainConfig, train_ddpm
+from salun.generation.ddpm_unlearn import GenUnlearnConfig, unlearn_ddpm
+from salun.generation.gen_data import class_split
+from salun.generation.gen_evaluate import GenEvalConfig, generate_eval_set, score_samples
+from salun.generation.grids import save_class_grid
+from salun.generation.sampler import SamplerConfig
+from salun.io import atomic_write_json, sha256_file
+from salun.saliency import load_mask, model_fingerprint, random_mask, save_mask
+from salun.utils import device_name, resolve_device
+
+
+def denoiser_config_for(bundle: DataBundle, arch: dict[str, Any]) -> DenoiserConfig:
+    """The architecture settings completed with the dataset's shape and class count."""
+    return DenoiserConfig.from_dict(
+        {
+            **arch,
+            "image_size": bundle.image_size,
+            "in_channels": bundle.in_channels,
+            "num_classes": bundle.num_classes,
+        }
+    )
+
+
+def train_to_folder(
+    data_spec: str,
+    arch: dict[str, Any],
+    cfg: DDPMTrainConfig,
+    out: str | Path,
+    *,
+    exclude_class: int | None = None,
+    checkpoint_every: int = 500,
+    resume: bool = False,
+    device: str = "auto",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train the Original (all classes) or Retrain (``exclude_class`` left out) DDPM.
+
+    A checkpoint folder is rewritten every ``checkpoint_every`` steps. With ``resume``, an
+    existing ``out`` folder is continued up to ``cfg.steps`` (returned as is when it already
+    has them) instead of starting over.
+    """
+    dev = resolve_device(device)
+    bundle = load_dataset(data_spec)
+    data = bundle.train
+    if exclude_class is not None:
+        _, data = class_split(bundle.train, exclude_class, bundle.num_classes)
+    cfg = dataclasses.replace(cfg, flip=cfg.flip and bundle.flip)
+    meta = {
+        "kind": "original" if exclude_class is None else "retrain",
+        "dataset": bundle.name,
+        "data_spec": data_spec,
+        "classes": list(bundle.classes),
+        "excluded_class": exclude_class,
+        "train": asdict(cfg),
+        "seed": cfg.seed,
+        "device": device_name(dev),
+    }
+    state = None
+    if resume and (Path(out) / STATE_FILE).is_file():
+        done = read_denoiser_meta(out).get("steps_done", 0)
+        if done >= cfg.steps:
+            return read_denoiser_meta(out)  # finished work is skipped, not redone
+        state = resume_train_state(out, cfg, dev)
+        model = state.model
+    else:
+        model = build_denoiser(denoiser_config_for(bundle, arch), seed=cfg.seed)
+    t0 = time.perf_counter()
+    state = train_ddpm(
+        model,
+        data,
+        cfg,
+        device=dev,
+        state=state,
+        checkpoint=lambda s: save_checkpoint(out, s, meta, complete=s.step >= cfg.steps),
+        checkpoint_every=checkpoint_every,
+        quiet=quiet,
+        desc=f"ddpm {meta['kind']}",
+    )
+    meta["train_seconds_last_session"] = time.perf_counter() - t0
+    save_checkpoint(out, state, meta, complete=True)
+    return read_denoiser_meta(out)
+
+
+def _forget_retain(meta: dict, forget_class: int):
+    bundle = load_dataset(meta.get("data_spec", meta["dataset"]))
+    forget, retain = class_split(bundle.train, forget_class, bundle.num_classes)
+    return bundle, forget, retain
+
+
+def mask_to_file(
+    model_dir: str | Path,
+    forget_class: int,
+    cfg: DDPMMaskConfig,
+    out: str | Path,
+    *,
+    weights: str = "model",
+    random: bool = False,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Write the DDPM saliency mask (or, ``random``, the random-mask ablation)."""
+    dev = resolve_device(device)
+    model, meta = load_denoiser(model_dir, dev, weights=weights)
+    _, forget, _ = _forget_retain(meta, forget_class)
+    t0 = time.perf_counter()
+    if random:
+        mask = random_mask(model, cfg.keep, seed=cfg.seed)
+    else:
+        mask = ddpm_saliency_mask(model, forget, cfg, device=dev)
+    record = {
+        "model_fingerprint": model_fingerprint(model),
+        "kind": "random" if random else "saliency",
+        "keep": cfg.keep,
+        "scope": "global",
+        "forget_class": forget_class,
+        "model_dir": str(model_dir),
+        "weights": weights,
+        "mask_config": asdict(cfg),
+        "seconds": time.perf_counter() - t0,
+    }
+    save_mask(out, mask, **record)
+    return record
+
+
+def unlearn_to_folder(
+    model_dir: str | Path,
+    forget_class: int,
+    cfg: GenUnlearnConfig,
+    out: str | Path,
+    *,
+    mask_file: str | Path | None = None,
+    weights: str = "model",
+    device: str = "auto",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Unlearn ``forget_class`` from a DDPM folder and write the unlearned folder."""
+    dev = resolve_device(device)
+    model, meta = load_denoiser(model_dir, dev, weights=weights)
+    if meta.get("complete") is False:
+        raise SalunError(f"{model_dir} is an unfinished training checkpoint; finish training first")
+    _, forget, retain = _forget_retain(meta, forget_class)
+    mask, mask_meta = (None, None)
+    if mask_file is not None:
+        mask, mask_meta = load_mask(mask_file, model)
+        if mask_meta.get("forget_class", forget_class) != forget_class:
+            raise SalunError(
+                f"{mask_file} was computed for class {mask_meta['forget_class']}, "
+                f"not {forget_class}; compute a mask for this class with `salun gen mask`"
+            )
+    res = unlearn_ddpm(model, forget, retain, cfg, mask=mask, device=dev, quiet=quiet)
+    record = {
+        "kind": "unlearned",
+        "method": cfg.method,
+        "dataset": meta["dataset"],
+        "data_spec": meta.get("data_spec", meta["dataset"]),
+        "classes": meta.get("classes"),
+        "forget_class": forget_class,
+        "source_model": str(model_dir),
+        "source_weights": weights,
+        "unlearn": asdict(cfg),
+        "alpha_used": res.alpha,
+        "mask_file": str(mask_file) if mask_file else None,
+        "mask_sha256": sha256_file(mask_file) if mask_file else None,
+        "mask_kind": (mask_meta or {}).get("kind"),
+        "seconds": res.seconds,
+        "history": res.history,
+        "device": device_name(dev),
+    }
+    save_denoiser(out, res.model, record)
+    return record
+
+
+def weights_for(model_dir: str | Path, requested: str) -> str:
+    """The weights to read from a folder: ``requested``, except that unlearned folders hold
+    a single set of weights (unlearning keeps no EMA), which ``ema`` then means.
+
+    So one preset setting (``weights: ema``) picks the EMA of the Original and Retrain and
+    the weights of every unlearned model (which started from the Original's EMA).
+    """
+    if requested == "ema" and read_denoiser_meta(model_dir).get("kind") == "unlearned":
+        return "model"
+    return requested
+
+
+def load_classifier(path: str | Path, device) -> torch.nn.Module:
+    """A salun classifier folder (e.g. from ``salun train``) for the generation metrics."""
+    from salun.artifacts import load_model
+
+    model, _ = load_model(path, device)
+    return model
+
+
+def evaluate_folder(
+    model_dir: str | Path,
+    classifier_dir: str | Path,
+    forget_class: int,
+    cfg: GenEvalConfig,
+    sampler: SamplerConfig,
+    *,
+    weights: str = "model",
+    grid: str | Path | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Generate, score, and optionally write a per-class grid PNG and a JSON record."""
+    dev = resolve_device(device)
+    weights = weights_for(model_dir, weights)
+    model, meta = load_denoiser(model_dir, dev, weights=weights)
+    bundle = load_dataset(meta.get("data_spec", meta["dataset"]))
+    classifier = load_classifier(classifier_dir, dev)
+    if classifier.num_classes != model.num_classes:
+        raise SalunError(
+            f"the classifier has {classifier.num_classes} classes, the DDPM {model.num_classes}"
+        )
+    t0 = time.perf_counter()
+    images, labels = generate_eval_set(model, forget_class, cfg, sampler, device=dev, quiet=quiet)
+    metrics = score_samples(images, labels, forget_class, classifier, bundle.train, cfg, device=dev)
+    record = {
+        "model": str(model_dir),
+        "weights": weights,
+        "method": meta.get("method", meta.get("kind")),
+        "classifier": str(classifier_dir),
+        "forget_class": forget_class,
+        "metrics": metrics,
+        "eval": asdict(cfg),
+        "sampler": asdict(sampler),
+        "seconds": time.perf_counter() - t0,
+        "device": device_name(dev),
+    }
+    if grid is not None:
+        save_class_grid(grid, images, labels, names=list(bundle.classes))
+        record["grid"] = str(grid)
+    if out is not None:
+        atomic_write_json(out, record)
+    return record
