@@ -74,8 +74,13 @@ def main() -> None:
         t0 = time.perf_counter()
         mask_pass(model, batches)
         mask_t.append(time.perf_counter() - t0)
-        rl_t.append(steps(build_from_kwargs(model_kwargs_for(bundle, args.arch, args.width)),
-                          step_batches, None)[0])
+        rl_t.append(
+            steps(
+                build_from_kwargs(model_kwargs_for(bundle, args.arch, args.width)),
+                step_batches,
+                None,
+            )[0]
+        )
         m2 = build_from_kwargs(model_kwargs_for(bundle, args.arch, args.width))
         t, masked = steps(m2, step_batches, mask)
         salun_t.append(t)
@@ -85,16 +90,24 @@ def main() -> None:
     largest = max(p.numel() for p in model.parameters()) * 4  # transient grad-sized temp
 
     med = statistics.median
-    print(f"model: {args.arch} (width {args.width}), {n_params:,} parameters; forget set "
-          f"{len(forget)} images; {torch.get_num_threads()} threads; torch {torch.__version__}")
-    print(f"mask time / forward+backward pass   = {med(mask_t) / med(plain_t):.3f}  "
-          f"({med(mask_t):.3f} s vs {med(plain_t):.3f} s; target <= 1.2)")
-    print(f"SalUn step / RL step                = {med(salun_t) / med(rl_t):.3f}  "
-          f"({med(salun_t) / args.steps * 1e3:.1f} ms vs {med(rl_t) / args.steps * 1e3:.1f} ms;"
-          f" target <= 1.05)")
+    print(
+        f"model: {args.arch} (width {args.width}), {n_params:,} parameters; forget set "
+        f"{len(forget)} images; {torch.get_num_threads()} threads; torch {torch.__version__}"
+    )
+    print(
+        f"mask time / forward+backward pass   = {med(mask_t) / med(plain_t):.3f}  "
+        f"({med(mask_t):.3f} s vs {med(plain_t):.3f} s; target <= 1.2)"
+    )
+    print(
+        f"SalUn step / RL step                = {med(salun_t) / med(rl_t):.3f}  "
+        f"({med(salun_t) / args.steps * 1e3:.1f} ms vs {med(rl_t) / args.steps * 1e3:.1f} ms;"
+        f" target <= 1.05)"
+    )
     print(f"bool mask bytes / parameter bytes   = {mask_bytes / param_bytes:.3f}")
-    print(f"strict update held / parameter bytes = {held / param_bytes:.3f} "
-          f"(float mask + frozen values; plus at most {largest / param_bytes:.3f} transient)")
+    print(
+        f"strict update held / parameter bytes = {held / param_bytes:.3f} "
+        f"(float mask + frozen values; plus at most {largest / param_bytes:.3f} transient)"
+    )
 
 
 if __name__ == "__main__":

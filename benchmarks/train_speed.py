@@ -18,8 +18,14 @@ from salun.models import build_model, list_archs
 
 def throughput(arch: str, channels: int, size: int, batch: int, steps: int) -> float:
     torch.manual_seed(0)
-    model = build_model(arch, in_channels=channels, num_classes=10, image_size=size,
-                        mean=(0.5,) * channels, std=(0.25,) * channels)
+    model = build_model(
+        arch,
+        in_channels=channels,
+        num_classes=10,
+        image_size=size,
+        mean=(0.5,) * channels,
+        std=(0.25,) * channels,
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     x = torch.rand(batch, channels, size, size)
     y = torch.randint(0, 10, (batch,))

@@ -58,18 +58,28 @@ def save_model(
 
 def read_meta(path: str | Path) -> dict:
     """The ``model.json`` of a model folder."""
+    return read_sidecar(path, FORMAT, "model", "salun model folder")
+
+
+def read_sidecar(path: str | Path, fmt: str, required: str, what: str, hint: str = "") -> dict:
+    """Read and check the JSON sidecar of a folder artifact (classifier or denoiser).
+
+    Args:
+        fmt: the expected ``format`` value; ``required``: a key that must be present.
+        what: how to name the folder in messages; ``hint``: what to do when it is missing.
+    """
     path = Path(path)
     meta_file = path / META
     if not path.is_dir():
-        raise ArtifactError(f"model folder {path} does not exist")
+        raise ArtifactError(f"{what} {path} does not exist{'; ' + hint if hint else ''}")
     if not meta_file.is_file():
-        raise ArtifactError(f"{path} is not a salun model folder: {META} is missing")
+        raise ArtifactError(f"{path} is not a {what}: {META} is missing")
     try:
         meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{meta_file} is corrupted: {e}") from None
-    if meta.get("format") != FORMAT or "model" not in meta:
-        raise ArtifactError(f"{meta_file} is not a {FORMAT} file")
+    if meta.get("format") != fmt or required not in meta:
+        raise ArtifactError(f"{meta_file} is not a {fmt} file")
     return meta
 
 

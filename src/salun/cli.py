@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
-from pathlib import Path
 
 from salun.config_cli import add_dataclass_args, dataclass_from_args, overrides_from_args
 from salun.errors import SalunError

@@ -146,7 +146,8 @@ def make_split(
         bad = [c for c in forgot_classes if not 0 <= c < bundle.num_classes]
         if bad:
             raise SalunError(
-                f"class {bad[0]} is out of range: {bundle.name} has classes 0..{bundle.num_classes - 1}"
+                f"class {bad[0]} is out of range: {bundle.name} has classes "
+                f"0..{bundle.num_classes - 1}"
             )
         if len(forgot_classes) >= bundle.num_classes:
             raise SalunError("cannot forget every class: nothing would be left to retain")

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from salun.artifacts import load_state, load_state_strict
+from salun.artifacts import load_state, load_state_strict, read_sidecar
 from salun.errors import ArtifactError, SalunError
 from salun.io import atomic_dir, to_jsonable
 from salun.utils import git_commit, versions
@@ -205,21 +205,9 @@ def save_denoiser(
 
 def read_denoiser_meta(path: str | Path) -> dict[str, Any]:
     """The ``model.json`` of a DDPM model folder (checked for format)."""
-    path = Path(path)
-    meta_file = path / META
-    if not path.is_dir():
-        raise ArtifactError(
-            f"DDPM model folder {path} does not exist; train one with `salun gen train`"
-        )
-    if not meta_file.is_file():
-        raise ArtifactError(f"{path} is not a salun DDPM folder: {META} is missing")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{meta_file} is corrupted: {e}") from None
-    if meta.get("format") != FORMAT or "denoiser" not in meta:
-        raise ArtifactError(f"{meta_file} is not a {FORMAT} file (a classifier folder?)")
-    return meta
+    return read_sidecar(
+        path, FORMAT, "denoiser", "salun DDPM folder", "train one with `salun gen train`"
+    )
 
 
 def load_denoiser(
