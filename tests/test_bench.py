@@ -332,3 +332,41 @@ def test_cli_user_errors(tmp_path):
         cli(["bench", "--preset", "ci", "--out", str(tmp_path / "x"), "--ray-address", "auto"])
     with pytest.raises(SalunError, match="not a folder"):
         cli(["report", str(tmp_path / "missing")])
+
+
+def test_cached_original_folder_works_with_evaluate_and_unlearn(ci_run, tmp_path, capsys):
+    """A benchmark's cached original model and split are ordinary salun artifacts."""
+    import json
+
+    from salun.cli import main
+
+    original = next(
+        p.parent
+        for p in (ci_run / "models").rglob("model.json")
+        if json.loads(p.read_text())["bench"].get("history") is not None
+    )
+    split = json.loads((original / "model.json").read_text())["split_file"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(original), "--forget", split, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["RA"] > 90
+    assert (
+        main(
+            [
+                "unlearn",
+                "--model",
+                str(original),
+                "--forget",
+                split,
+                "--method",
+                "ft",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "ft"),
+                "--quiet",
+                "--no-eval",
+            ]
+        )
+        == 0
+    )

@@ -85,6 +85,20 @@ def _cached(folder: Path) -> dict | None:
     return None
 
 
+def _folder_meta(task: Task, bundle, split, out: dict, recipe) -> dict[str, Any]:
+    """What a cached model folder records, so `salun evaluate` / `salun unlearn` accept it."""
+    return {
+        "bench": out,
+        "dataset": bundle.name,
+        "data_spec": task.bench.dataset,
+        "classes": list(bundle.classes),
+        "train": asdict(recipe),
+        "split_file": str(task.path(task.split_file)),
+        "split_hash": split.hash,
+        "seed": task.seed,
+    }
+
+
 def run_original(task: Task, device: torch.device) -> dict[str, Any]:
     """Train the original model on D_f ∪ D_r (or reuse the cached one)."""
     folder = task.path(task.original_dir)
@@ -120,7 +134,7 @@ def run_original(task: Task, device: torch.device) -> dict[str, Any]:
         "history": result.history,
         "best_epoch": result.best_epoch,
     }
-    save_model(folder, model, _kwargs(task, bundle), {"bench": out, "split_hash": split.hash})
+    save_model(folder, model, _kwargs(task, bundle), _folder_meta(task, bundle, split, out, recipe))
     return {**out, "cached": False}
 
 
@@ -175,7 +189,7 @@ def run_retrain(task: Task, device: torch.device) -> dict[str, Any]:
         "config": config,
         "via": via["method"] or via["trainer"],
     }
-    save_model(folder, model, _kwargs(task, bundle), {"bench": out, "split_hash": split.hash})
+    save_model(folder, model, _kwargs(task, bundle), _folder_meta(task, bundle, split, out, recipe))
     return {**out, "cached": False}
 
 
