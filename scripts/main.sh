@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 OUT="${1:-runs/quick}"
-.venv/bin/salun bench --preset quick --out "$OUT"
+.venv/bin/salun bench --preset quick --out "$OUT" --threads 1
 echo "report: $OUT/report.md and $OUT/report.html" >&2
