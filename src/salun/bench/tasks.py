@@ -99,16 +99,20 @@ def _folder_meta(task: Task, bundle, split, out: dict, recipe) -> dict[str, Any]
     }
 
 
+def _inputs(task: Task):
+    """The dataset, the split and the training recipe of a run's (scenario, seed)."""
+    b = task.bench
+    bundle = bundle_for(b.dataset, b.data_root)
+    return bundle, load_split(task.path(task.split_file)), recipe_for(b, task.seed)
+
+
 def run_original(task: Task, device: torch.device) -> dict[str, Any]:
     """Train the original model on D_f ∪ D_r (or reuse the cached one)."""
     folder = task.path(task.original_dir)
     cached = _cached(folder)
     if cached is not None:
         return {**cached, "cached": True}
-    b = task.bench
-    bundle = bundle_for(b.dataset, b.data_root)
-    split = load_split(task.path(task.split_file))
-    recipe = recipe_for(b, task.seed)
+    bundle, split, recipe = _inputs(task)
     train = bundle.train.subset(split.train)
     val = bundle.train.subset(split.val) if len(split.val) else None
     model = _fresh_model(task, bundle)
@@ -146,10 +150,7 @@ def run_retrain(task: Task, device: torch.device) -> dict[str, Any]:
         return {**cached, "cached": True}
     from salun.methods import UnlearnContext, get_method, make_config, run_method
 
-    b = task.bench
-    bundle = bundle_for(b.dataset, b.data_root)
-    split = load_split(task.path(task.split_file))
-    recipe = recipe_for(b, task.seed)
+    bundle, split, recipe = _inputs(task)
     forget, retain = bundle.train.subset(split.forget), bundle.train.subset(split.retain)
     via = retrain_via()
     if via["method"]:
