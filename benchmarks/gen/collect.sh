@@ -12,5 +12,9 @@ for m in classifier original retrain salun salun-random-mask rl ga esd; do
   mkdir -p "$OUT/$m" && cp "$R/$m/model.json" "$OUT/$m/"
   for f in "$R/$m.eval.json" "$R/$m.png"; do [ -f "$f" ] && cp "$f" "$OUT/"; done
 done
+if [ -d "$R/noflip-classifier" ]; then  # the Original scored by a classifier without flips
+  mkdir -p benchmarks/gen/noflip-classifier
+  cp "$R/noflip-classifier/"* "$R/classifier-noflip/model.json" benchmarks/gen/noflip-classifier/
+fi
 cp "$R/original/model.safetensors" "$R/original/ema.safetensors" "$OUT/original/"
 .venv/bin/python benchmarks/gen/summarize.py "$OUT"
