@@ -17,6 +17,16 @@ from torch import nn
 from salun.data import Augment, ImageDataset, iterate_batches, num_batches
 from salun.errors import SalunError
 from salun.utils import progress, seed_everything
+from salun.validate import (
+    check_choice,
+    check_fields,
+    check_increasing,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_range,
+    check_seed,
+)
 
 
 @dataclass(frozen=True)
@@ -54,16 +64,20 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise SalunError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise SalunError(f"batch_size must be at least 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SalunError(f"lr must be a positive number, got {self.lr}")
-        if self.schedule not in ("cosine", "multistep", "constant"):
-            raise SalunError(
-                f"schedule must be cosine, multistep or constant, got {self.schedule!r}"
-            )
+        # one clear error per bad field, before anything trains (salun.validate)
+        check_fields(self)
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_positive("lr", self.lr)
+        check_range("momentum", self.momentum, 0, 1)
+        check_nonnegative("weight_decay", self.weight_decay)
+        check_choice("schedule", self.schedule, ("cosine", "multistep", "constant"))
+        check_increasing("milestones", self.milestones)
+        check_range("gamma", self.gamma, 0, 1, low_open=True, high_open=False)
+        check_int("pad", self.pad, 0)
+        check_seed("seed", self.seed)
+        if self.nesterov and self.momentum == 0:
+            raise SalunError("nesterov needs momentum > 0, got momentum 0")
 
 
 @dataclass

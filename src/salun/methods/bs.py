@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salun.errors import SalunError
 from salun.methods.common import SGDConfig, Stepper, epoch_batches
 from salun.methods.registry import register
 from salun.utils import clone_model, progress, seed_everything
+from salun.validate import check_positive
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,7 @@ class BSConfig(SGDConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.eps > 0:
-            raise SalunError(f"eps must be positive, got {self.eps}")
+        check_positive("eps", self.eps)
 
 
 def neighbour_labels(

@@ -13,9 +13,18 @@ import torch
 from torch import nn
 
 from salun.data import Augment, ImageDataset, iterate_batches
-from salun.errors import SalunError
-from salun.masking import MaskedUpdate
+from salun.masking import MODES, MaskedUpdate
 from salun.train import check_finite
+from salun.validate import (
+    check_choice,
+    check_each,
+    check_fields,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_range,
+    check_seed,
+)
 
 
 @dataclass(frozen=True)
@@ -48,12 +57,16 @@ class SGDConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise SalunError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise SalunError(f"lr must be positive, got {self.lr}")
-        if self.batch_size < 1:
-            raise SalunError(f"batch_size must be >= 1, got {self.batch_size}")
+        # types and finiteness of every field (subclass fields too), then ranges
+        check_fields(self)
+        check_int("epochs", self.epochs, 0)
+        check_positive("lr", self.lr)
+        check_each("lr_grid", self.lr_grid, check_positive)
+        check_int("batch_size", self.batch_size, 1)
+        check_range("momentum", self.momentum, 0, 1)
+        check_nonnegative("weight_decay", self.weight_decay)
+        check_choice("mask_mode", self.mask_mode, MODES)
+        check_seed("seed", self.seed)
 
 
 class Stepper:

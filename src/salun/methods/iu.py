@@ -32,6 +32,7 @@ from salun.errors import SalunError
 from salun.masking import apply_mask_to_delta
 from salun.methods.registry import register
 from salun.saliency import check_mask_fits
+from salun.validate import check_each, check_fields, check_int, check_positive
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,14 @@ class IUConfig:
     reference: bool = False
 
     def __post_init__(self) -> None:
-        if not self.damping > 0:
-            raise SalunError(f"damping must be positive, got {self.damping}")
-        if self.num_samples is not None and self.num_samples < 1:
-            raise SalunError(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.batch_size < 1 or self.chunk_size < 1:
-            raise SalunError("batch_size and chunk_size must be >= 1")
+        check_fields(self)
+        check_positive("alpha", self.alpha)
+        check_each("lr_grid", self.lr_grid, check_positive)  # values of alpha
+        check_positive("damping", self.damping)
+        if self.num_samples is not None:
+            check_int("num_samples", self.num_samples, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("chunk_size", self.chunk_size, 1)
 
     @property
     def samples(self) -> int:

@@ -16,6 +16,7 @@ from salun.errors import SalunError
 from salun.methods.common import SGDConfig, Stepper
 from salun.methods.ft import retain_finetune
 from salun.methods.registry import register
+from salun.validate import check_nonnegative
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,7 @@ class L1SparseConfig(SGDConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.alpha < 0:
-            raise SalunError(f"alpha must be >= 0, got {self.alpha}")
+        check_nonnegative("alpha", self.alpha)
         if not 0 <= self.no_l1_epochs <= self.epochs:
             raise SalunError(
                 f"no_l1_epochs must lie in 0..epochs ({self.epochs}), got {self.no_l1_epochs}"

@@ -17,6 +17,7 @@ from salun.methods.registry import register
 from salun.models import build_from_kwargs
 from salun.train import TrainConfig, train_supervised
 from salun.utils import seed_everything
+from salun.validate import check_each, check_fields, check_int, check_positive, check_seed
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,14 @@ class RetrainConfig:
     lr_grid: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.epochs is not None and self.epochs < 1:
-            raise SalunError(f"epochs must be at least 1, got {self.epochs}")
-        if self.lr is not None and not self.lr > 0:
-            raise SalunError(f"lr must be positive, got {self.lr}")
+        check_fields(self)
+        if self.epochs is not None:
+            check_int("epochs", self.epochs, 1)
+        if self.lr is not None:
+            check_positive("lr", self.lr)
+        if self.seed is not None:
+            check_seed("seed", self.seed)
+        check_each("lr_grid", self.lr_grid, check_positive)
 
 
 def retrain_recipe(original: Mapping[str, Any], cfg: RetrainConfig) -> TrainConfig:

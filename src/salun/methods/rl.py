@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from salun.data import ImageDataset
-from salun.errors import SalunError
 from salun.methods.common import SGDConfig, Stepper, epoch_batches, random_labels
 from salun.methods.registry import register
 from salun.saliency import compute_saliency, saliency_mask
 from salun.utils import progress, seed_everything
+from salun.validate import check_choice, check_int, check_nonnegative, check_range
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,8 @@ class RLConfig(SGDConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.regime not in ("sequential", "joint"):
-            raise SalunError(f"regime must be 'sequential' or 'joint', got {self.regime!r}")
-        if self.alpha < 0:
-            raise SalunError(f"alpha must be >= 0, got {self.alpha}")
+        check_choice("regime", self.regime, ("sequential", "joint"))
+        check_nonnegative("alpha", self.alpha)
 
 
 @dataclass(frozen=True)
@@ -60,6 +58,12 @@ class SalUnConfig(RLConfig):
     keep: float = 0.5
     scope: str = "global"
     mask_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("keep", self.keep, 0, 1, low_open=True, high_open=False)
+        check_choice("scope", self.scope, ("global", "layer"))
+        check_int("mask_batch_size", self.mask_batch_size, 1)
 
 
 def random_label_unlearning(

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from salun.data import num_batches
-from salun.errors import SalunError
 from salun.methods.common import Stepper
 from salun.methods.registry import register
 from salun.methods.rl import RLConfig, random_label_unlearning
+from salun.validate import check_range
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,7 @@ class SalUnSoftConfig(RLConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.prox_ratio <= 1.0:
-            raise SalunError(f"prox_ratio must lie in [0, 1], got {self.prox_ratio}")
+        check_range("prox_ratio", self.prox_ratio, 0, 1, high_open=False)
 
 
 class ProximalStepper(Stepper):
