@@ -10,6 +10,7 @@ from salun.errors import SalunError
 from salun.models.common import Classifier, Normalize
 from salun.models.resnet import resnet18_features
 from salun.models.small import cnn_features, mlp_features, vgg16_bn_features
+from salun.validate import check_positive
 
 _FEATURES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "resnet18": lambda c, s, w: resnet18_features(c, w),
@@ -41,8 +42,7 @@ def build_model(
     """
     if arch not in _FEATURES:
         raise SalunError(f"unknown architecture {arch!r}; choose one of: {', '.join(list_archs())}")
-    if width <= 0:
-        raise SalunError(f"width must be positive, got {width}")
+    check_positive("width", width)  # NaN too: `width <= 0` lets it through
     if len(mean) != in_channels or len(std) != in_channels:
         raise SalunError(f"mean/std need {in_channels} channel values, got {len(mean)}/{len(std)}")
     features, dim = _FEATURES[arch](in_channels, image_size, width)
