@@ -30,6 +30,15 @@ from salun.errors import SalunError
 from salun.io import stable_hash
 from salun.metrics.mia import FEATURES
 from salun.train import TrainConfig
+from salun.validate import (
+    check_choice,
+    check_each,
+    check_fields,
+    check_int,
+    check_positive,
+    check_range,
+    check_seed,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 RESERVED_LABELS = ("retrain", "original")
@@ -52,6 +61,16 @@ class Scenario:
     fraction: float | None = None
     count: int | None = None
     classes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        where = f"scenario {self.name!r}"
+        check_fields(self)
+        check_choice(f"{where}: kind", self.kind, ("random", "class"))
+        if self.fraction is not None:
+            check_range(f"{where}: fraction", self.fraction, 0, 1, low_open=True)
+        if self.count is not None:
+            check_int(f"{where}: count", self.count, 1)
+        check_each(f"{where}: classes", self.classes, check_int, 0)
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,15 @@ class BenchConfig:
     tune_seed: int | None = None
     mia_features: tuple[str, ...] = FEATURES
     description: str = ""
+
+    def __post_init__(self) -> None:
+        # the whole config is checked here, before anything trains (grids: parse_methods)
+        check_fields(self)
+        check_each("seeds", self.seeds, check_seed)
+        if self.tune_seed is not None:
+            check_seed("tune_seed", self.tune_seed)
+        check_positive("width", self.width)
+        check_range("val_fraction", self.val_fraction, 0, 1)
 
     @property
     def search_seed(self) -> int:
@@ -217,9 +245,26 @@ def parse_methods(raw: Any) -> tuple[MethodEntry, ...]:
         for k in ("seed",):
             if k in body:
                 raise SalunError(f"method {label!r}: {k} comes from the benchmark's seeds")
-        make_config(method, body)  # unknown method or setting: a clear SalunError now
+        try:  # unknown method or bad setting: a clear SalunError now, naming the row
+            cfg = make_config(method, body)
+        except SalunError as e:
+            raise SalunError(f"method {label!r}: {e}") from None
+        _check_grid(label, method, body, cfg)
         out.append(MethodEntry(label, method, body))
     return tuple(out)
+
+
+def _check_grid(label: str, method: str, body: Mapping, cfg: Any) -> None:
+    """Every config the lr search will build must be valid now, not after Original and
+    Retrain have trained."""
+    from salun.methods import get_method, make_config
+
+    fld = getattr(get_method(method).config, "grid_field", "lr")
+    for value in getattr(cfg, "lr_grid", ()):
+        try:
+            make_config(method, {**body, fld: value})
+        except SalunError as e:
+            raise SalunError(f"method {label!r}: lr_grid value {value}: {e}") from None
 
 
 def parse_original(raw: Any) -> TrainConfig:
@@ -229,7 +274,7 @@ def parse_original(raw: Any) -> TrainConfig:
     d = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     try:
         return TrainConfig(**d)
-    except TypeError as e:
+    except (TypeError, SalunError) as e:
         raise SalunError(f"original: {e}") from None
 
 
