@@ -15,6 +15,14 @@ def test_every_arch_builds_for_the_dataset_shape(arch, synthetic):
     assert arch in list_archs()
 
 
+def _drop_recorded_sha(folder):
+    import json
+
+    meta = json.loads((folder / "model.json").read_text())
+    del meta["weights_sha256"]
+    (folder / "model.json").write_text(json.dumps(meta))
+
+
 def test_round_trip_and_strict_loading(tmp_path, synthetic):
     kwargs = model_kwargs_for(synthetic, "cnn", width=0.25)
     model = build_from_kwargs(kwargs).eval()
@@ -30,18 +38,20 @@ def test_round_trip_and_strict_loading(tmp_path, synthetic):
     state = load_file(str(tmp_path / "m" / "model.safetensors"))
     state.pop("head.bias")
     save_file(state, str(tmp_path / "m" / "model.safetensors"))
+    _drop_recorded_sha(tmp_path / "m")  # a folder of an older version: no sha256 recorded
     with pytest.raises(ArtifactError, match="missing keys"):
         load_model(tmp_path / "m")
 
 
 def test_corrupted_weights_and_wrong_arch_are_clear_errors(tmp_path, synthetic):
     kwargs = model_kwargs_for(synthetic, "mlp", width=0.1)
-    save_model(tmp_path / "m", build_from_kwargs(kwargs), kwargs, {})
+    save_model(tmp_path / "m", build_from_kwargs(kwargs), kwargs, {"dataset": "synthetic"})
     weights = tmp_path / "m" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:50])
+    _drop_recorded_sha(tmp_path / "m")  # the safetensors parser, not the sha256, must catch it
     with pytest.raises(ArtifactError, match="corrupted"):
         load_model(tmp_path / "m")
-    save_model(tmp_path / "m2", build_from_kwargs(kwargs), kwargs, {})
+    save_model(tmp_path / "m2", build_from_kwargs(kwargs), kwargs, {"dataset": "synthetic"})
     meta = (tmp_path / "m2" / "model.json").read_text().replace('"mlp"', '"cnn"')
     (tmp_path / "m2" / "model.json").write_text(meta)
     with pytest.raises(ArtifactError, match="does not fit"):
