@@ -11,11 +11,16 @@ Forget terms (x_t = √ᾱ_t·x_f + √(1−ᾱ_t)·ε with fresh ε and antithe
   c' = (c+1) mod K as in the reference; ``"random"``: uniform over the other classes. Both
   forwards run in train mode with independent label dropout, as in the reference. ``salun``
   requires a mask; ``rl`` is the same objective without one (the paper's "SalUn w/o mask").
-- ``ga``: −ℓ_diffusion(D_f), gradient ascent on the ordinary loss.
+- ``ga``: −ℓ_diffusion(D_f), gradient ascent on the ordinary loss, **summed over pixels** as
+  in the reference (``ga_reduction="sum"``; ``"mean"`` divides the ascent term by C·H·W, so
+  it pulls 1/(C·H·W) as hard against the retain term).
 - ``esd``: ‖ε_θ(x_t, c) − [ε*(x_t, ∅) − η·(ε*(x_t, c) − ε*(x_t, ∅))]‖² with ε* a frozen copy
-  of the original model (no gradient reaches it). SD's ESD gets x_t by partially sampling
-  with the model; with a class-conditional DDPM the forget images are at hand, so x_t comes
-  from the forward process on D_f (cheaper on CPU; the same target).
+  of the original model (no gradient reaches it). Defaults are the reference's removed DDPM
+  ESD: η = 7.5, 10 000 iterations at batch 1, and x_t from **partial sampling**
+  (``esd_xt="sample"``: DDIM from pure noise with the model being trained, under guidance
+  ``esd_start_guidance``, down to a random step of an ``esd_ddim_steps`` grid, mapped to a DDPM
+  timestep inside that step's bucket). ``esd_xt="forward"`` instead noises the forget images
+  with the forward process (much cheaper on CPU; the same target).
 - Retrain and the random-mask ablation live elsewhere: Retrain is :func:`train_ddpm` on D_r;
   the ablation is ``salun`` with :func:`salun.saliency.random_mask`.
 
@@ -48,6 +53,7 @@ from salun.generation.diffusion import (
     noisy_batch,
 )
 from salun.generation.gen_data import endless_batches
+from salun.generation.sampler import guided_eps, timestep_sequence
 from salun.masking import MaskedUpdate
 from salun.train import check_finite
 from salun.utils import clone_model, progress
@@ -62,14 +68,22 @@ class GenUnlearnConfig:
 
     Attributes:
         method: ``salun`` | ``rl`` | ``ga`` | ``esd``.
-        iterations: optimizer steps (paper: 1 000).
-        batch_size: forget and retain images per step, each (paper: 128 + 128).
+        iterations: optimizer steps; None = the method's reference value (SalUn, RL, GA:
+            1 000; ESD: 10 000).
+        batch_size: forget and retain images per step, each; None = the method's reference
+            value (SalUn, RL, GA: 128 + 128; ESD: 1).
         lr: Adam learning rate (paper: 1e-4).
         alpha: retain weight; None = the method's default (see the module docstring).
         retain_reduction: ``mean`` (ours) or ``sum`` over pixels (the reference).
         target_class: ``next`` (c+1 mod K, the reference) or ``random`` (another class).
         p_uncond: label dropout on the forget branches and the retain loss (paper: 0.1).
-        esd_eta: ESD's negative-guidance strength η (ESD: 1.0).
+        ga_reduction: GA's forget loss summed over pixels (``sum``, the reference) or
+            averaged over every element (``mean``).
+        esd_eta: ESD's negative-guidance strength η (reference DDPM ESD: 7.5).
+        esd_xt: where ESD's x_t comes from: ``sample`` (partial DDIM sampling with the model
+            being trained, the reference) or ``forward`` (forward process on D_f).
+        esd_ddim_steps: ESD's partial-sampling grid (reference ESD: 50 DDIM steps).
+        esd_start_guidance: CFG weight w of ESD's partial sampling (reference ESD: 3).
         grad_clip: global gradient-norm clip before masking (paper: 1.0); 0 disables.
         mask_mode: ``strict`` (masked weights never move) or ``legacy``.
         flip: random horizontal flips on both streams.
@@ -77,15 +91,19 @@ class GenUnlearnConfig:
     """
 
     method: str = "salun"
-    iterations: int = 1000
-    batch_size: int = 128
+    iterations: Optional[int] = None  # noqa: UP045
+    batch_size: Optional[int] = None  # noqa: UP045
     lr: float = 1e-4
     # Optional[...] because salun.config_cli does not yet read `X | None` (types.UnionType)
     alpha: Optional[float] = None  # noqa: UP045
     retain_reduction: str = "mean"
     target_class: str = "next"
     p_uncond: float = 0.1
-    esd_eta: float = 1.0
+    ga_reduction: str = "sum"
+    esd_eta: float = 7.5
+    esd_xt: str = "sample"
+    esd_ddim_steps: int = 50
+    esd_start_guidance: float = 3.0
     grad_clip: float = 1.0
     mask_mode: str = "strict"
     flip: bool = True
@@ -97,8 +115,18 @@ class GenUnlearnConfig:
                 f"unknown DDPM unlearning method {self.method!r}; choose one of "
                 f"{', '.join(METHODS)} (or retrain via `salun gen unlearn --method retrain`)"
             )
-        if self.iterations < 1 or self.batch_size < 1:
-            raise SalunError("iterations and batch_size must be >= 1")
+        for name in ("iterations", "batch_size", "esd_ddim_steps"):
+            v = getattr(self, name)
+            if v is not None and not v >= 1:
+                raise SalunError(f"{name} must be >= 1, got {v}")
+        if self.ga_reduction not in ("mean", "sum"):
+            raise SalunError(f"ga_reduction must be mean or sum, got {self.ga_reduction!r}")
+        if self.esd_xt not in ("sample", "forward"):
+            raise SalunError(f"esd_xt must be sample or forward, got {self.esd_xt!r}")
+        for name in ("esd_eta", "esd_start_guidance"):
+            v = getattr(self, name)
+            if not math.isfinite(v):
+                raise SalunError(f"{name} must be a finite number, got {v}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SalunError(f"lr must be a positive number, got {self.lr}")
         if self.alpha is not None and not self.alpha >= 0:
@@ -107,6 +135,16 @@ class GenUnlearnConfig:
             raise SalunError(f"retain_reduction must be mean or sum, got {self.retain_reduction!r}")
         if self.target_class not in ("next", "random"):
             raise SalunError(f"target_class must be next or random, got {self.target_class!r}")
+
+
+# The reference's schedule per method: (iterations, batch size).
+REFERENCE_SCHEDULE = {"salun": (1000, 128), "rl": (1000, 128), "ga": (1000, 128), "esd": (10000, 1)}
+
+
+def resolve_schedule(cfg: GenUnlearnConfig) -> tuple[int, int]:
+    """``(iterations, batch_size)`` actually used: the config's, or the method's reference."""
+    its, bs = REFERENCE_SCHEDULE[cfg.method]
+    return (cfg.iterations or its, cfg.batch_size or bs)
 
 
 def resolve_alpha(cfg: GenUnlearnConfig, pixels_per_image: int) -> float:
@@ -167,6 +205,44 @@ def rl_forget_loss(
     return F.mse_loss(output, target)
 
 
+@torch.no_grad()
+def esd_partial_sample(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    c: torch.Tensor,
+    shape: tuple[int, ...],
+    cfg: GenUnlearnConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ESD's x_t: deterministic DDIM from pure noise with ``model`` under guidance
+    ``esd_start_guidance``, stopped after a random number of the ``esd_ddim_steps`` steps.
+
+    Returns ``(x_t, t)`` where t is a DDPM timestep drawn uniformly inside the bucket of the
+    DDIM step reached (the same mapping as ESD's Stable Diffusion code)."""
+    n_steps = cfg.esd_ddim_steps
+    seq = timestep_sequence(schedule.num_steps, n_steps)  # descending DDPM timesteps
+    stop = int(torch.randint(0, n_steps, (1,), generator=generator))
+    abar = schedule.alphas_cumprod
+    x = torch.randn((len(c), *shape), generator=generator).to(c.device)
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(stop):  # DDIM (η = 0) steps seq[0] -> ... -> seq[stop]
+            t, t_next = seq[i], seq[i + 1]
+            a_t, a_next = float(abar[t]), float(abar[t_next])
+            tt = torch.full((len(c),), t, device=c.device, dtype=torch.long)
+            eps = guided_eps(model, x, tt, c, cfg.esd_start_guidance)
+            x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+            x = a_next**0.5 * x0 + (1 - a_next) ** 0.5 * eps
+    finally:
+        model.train(was_training)
+    bucket = schedule.num_steps // n_steps
+    # seq[stop] is the bucket's lowest timestep; draw t uniformly inside it
+    low = seq[stop]
+    t = low + int(torch.randint(0, bucket, (1,), generator=generator))
+    return x, torch.full((len(c),), min(t, schedule.num_steps - 1), device=c.device)
+
+
 def esd_forget_loss(
     model: Denoiser,
     frozen: Denoiser,
@@ -177,8 +253,30 @@ def esd_forget_loss(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """ESD's term: MSE(ε_θ(x_t, c), negative-guidance target of the frozen copy)."""
-    x_t, t, _ = noisy_batch(schedule, x0, generator)
+    if cfg.esd_xt == "sample":
+        x_t, t = esd_partial_sample(model, schedule, c, tuple(x0.shape[1:]), cfg, generator)
+    else:
+        x_t, t, _ = noisy_batch(schedule, x0, generator)
     return F.mse_loss(model(x_t, t, c), esd_target(frozen, x_t, t, c, cfg.esd_eta))
+
+
+def forget_term(
+    net: Denoiser,
+    frozen: Denoiser | None,
+    schedule: NoiseSchedule,
+    xf: torch.Tensor,
+    cf: torch.Tensor,
+    cfg: GenUnlearnConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The method's forget term on one D_f batch (the quantity it *minimises*)."""
+    if cfg.method in ("salun", "rl"):
+        return rl_forget_loss(net, schedule, xf, cf, cfg, generator)
+    if cfg.method == "ga":  # ascent: minimise the negated diffusion loss
+        return -diffusion_loss(
+            net, schedule, xf, cf, generator, p_uncond=cfg.p_uncond, reduction=cfg.ga_reduction
+        )
+    return esd_forget_loss(net, frozen, schedule, xf, cf, cfg, generator)
 
 
 @dataclass
@@ -187,6 +285,8 @@ class GenUnlearnResult:
     alpha: float
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    iterations: int = 0
+    batch_size: int = 0
 
 
 def unlearn_ddpm(
@@ -226,6 +326,7 @@ def unlearn_ddpm(
     start = time.perf_counter()
     pixels = int(forget.images[0].numel())
     alpha = resolve_alpha(cfg, pixels)
+    iterations, batch_size = resolve_schedule(cfg)
     if alpha > 0 and len(retain) == 0:
         raise SalunError("the retain set is empty but alpha > 0")
     net = clone_model(model).to(device).train()
@@ -233,9 +334,9 @@ def unlearn_ddpm(
     if cfg.method == "esd":
         frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed)
-    f_stream = endless_batches(forget, cfg.batch_size, gen, device, flip=cfg.flip)
+    f_stream = endless_batches(forget, batch_size, gen, device, flip=cfg.flip)
     r_stream = (
-        endless_batches(retain, cfg.batch_size, gen, device, flip=cfg.flip) if alpha > 0 else None
+        endless_batches(retain, batch_size, gen, device, flip=cfg.flip) if alpha > 0 else None
     )
     opt = torch.optim.Adam(
         net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
@@ -243,14 +344,9 @@ def unlearn_ddpm(
     masked = MaskedUpdate(net, mask, mode=cfg.mask_mode)
     history: list[dict[str, Any]] = []
     sums = {"forget": 0.0, "retain": 0.0, "n": 0}
-    for it in progress(range(cfg.iterations), desc=f"gen unlearn {cfg.method}", quiet=quiet):
+    for it in progress(range(iterations), desc=f"gen unlearn {cfg.method}", quiet=quiet):
         xf, cf = next(f_stream)
-        if cfg.method in ("salun", "rl"):
-            f_loss = rl_forget_loss(net, schedule, xf, cf, cfg, gen)
-        elif cfg.method == "ga":
-            f_loss = -diffusion_loss(net, schedule, xf, cf, gen, p_uncond=cfg.p_uncond)
-        else:
-            f_loss = esd_forget_loss(net, frozen, schedule, xf, cf, cfg, gen)
+        f_loss = forget_term(net, frozen, schedule, xf, cf, cfg, gen)
         loss = f_loss
         r_val = 0.0
         if r_stream is not None:
@@ -269,7 +365,7 @@ def unlearn_ddpm(
         sums["forget"] += f_loss.item()
         sums["retain"] += r_val
         sums["n"] += 1
-        if (it + 1) % 50 == 0 or it + 1 == cfg.iterations:
+        if (it + 1) % 50 == 0 or it + 1 == iterations:
             n = sums["n"]
             history.append(
                 {
@@ -280,4 +376,6 @@ def unlearn_ddpm(
             )
             sums = {"forget": 0.0, "retain": 0.0, "n": 0}
     net.eval()
-    return GenUnlearnResult(net, alpha, time.perf_counter() - start, history)
+    return GenUnlearnResult(
+        net, alpha, time.perf_counter() - start, history, iterations, batch_size
+    )

@@ -185,6 +185,8 @@ def unlearn_to_folder(
         "source_weights": weights,
         "unlearn": asdict(cfg),
         "alpha_used": res.alpha,
+        "iterations_used": res.iterations,
+        "batch_size_used": res.batch_size,
         "mask_file": str(mask_file) if mask_file else None,
         "mask_sha256": sha256_file(mask_file) if mask_file else None,
         "mask_kind": (mask_meta or {}).get("kind"),
