@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,23 +26,36 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
+    """``auto`` picks CUDA when available, else CPU; ``cuda[:N]`` without that GPU is a clear
+    error. Nothing else is accepted: ``mps``/``meta`` would fail deep inside torch."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        raise SalunError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SalunError(
-            f"device {device!r} requested but no CUDA GPU is available; use --device cpu"
-        )
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise SalunError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from None
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SalunError(
+                f"device {device!r} requested but no CUDA GPU is available; use --device cpu"
+            )
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise SalunError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
+    return torch.device(device)
 
 
 def progress(iterable=None, *, total=None, desc: str = "", quiet: bool = False, leave=False):
-    """A tqdm bar on stderr, silenced by ``quiet`` or ``SALUN_QUIET=1``."""
-    disable = quiet or os.environ.get("SALUN_QUIET") == "1"
+    """A tqdm bar on stderr, silenced by ``quiet``, ``SALUN_QUIET=1`` or a stderr that is not
+    a terminal (a redirected log would fill with carriage-return redraws)."""
+    disable = quiet or os.environ.get("SALUN_QUIET") == "1" or not stderr_is_terminal()
     return tqdm(
         iterable,
         total=total,
@@ -51,6 +65,13 @@ def progress(iterable=None, *, total=None, desc: str = "", quiet: bool = False, 
         file=sys.stderr,
         dynamic_ncols=True,
     )
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
 
 
 def clone_model(model: nn.Module) -> nn.Module:
@@ -67,6 +88,30 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": sys.version.split()[0],
     }
+
+
+def runtime_info(device: torch.device | str | None = None) -> dict[str, object]:
+    """Where a result was computed: torch's thread counts and the device.
+
+    Results depend on the thread count (float reductions change order), so every record
+    keeps it. ``device`` may be a device, its name, or None (unknown).
+    """
+    info: dict[str, object] = {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+    }
+    if device is not None:
+        dev = torch.device(device)
+        info["device"] = str(dev)
+        info["device_name"] = device_name(dev)
+    return info
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (CPU for an empty model)."""
+    for t in [*model.parameters(), *model.buffers()]:
+        return t.device
+    return torch.device("cpu")
 
 
 def git_commit() -> str | None:
