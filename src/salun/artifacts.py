@@ -30,7 +30,7 @@ from salun.io import (
     to_jsonable,
 )
 from salun.models import build_from_kwargs
-from salun.utils import git_commit, versions
+from salun.utils import git_commit, model_device, runtime_info, versions
 
 WEIGHTS = "model.safetensors"
 META = "model.json"
@@ -54,6 +54,7 @@ def save_model(
         "format": FORMAT,
         "model": model_kwargs,
         "versions": versions(),
+        "runtime": runtime_info(model_device(model)),  # thread count changes results
         "git_commit": git_commit(),
         **meta,
         "weights_sha256": sha256_bytes(weights),

@@ -35,7 +35,7 @@ from torch import nn
 from salun.artifacts import load_state, load_state_strict, read_sidecar
 from salun.errors import ArtifactError, SalunError
 from salun.io import atomic_dir, to_jsonable
-from salun.utils import git_commit, versions
+from salun.utils import git_commit, model_device, runtime_info, versions
 
 WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
@@ -186,6 +186,7 @@ def save_denoiser(
         "denoiser": asdict(model.cfg),
         "has_ema": ema is not None,
         "versions": versions(),
+        "runtime": runtime_info(model_device(model)),  # thread count changes results
         "git_commit": git_commit(),
         **meta,
     }
