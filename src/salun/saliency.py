@@ -93,55 +93,112 @@ def compute_saliency(
     return scores
 
 
-def _count_at_least(scores: list[torch.Tensor], bits: int) -> int:
-    return sum(int((s >= bits).sum()) for s in scores)
+# Global top-k without sorting: a radix select over the float32 bit patterns.
+#
+# Non-negative IEEE-754 floats order exactly like their bit patterns read as int32, so the
+# k-th largest score is found digit by digit: three histogram passes over the scores (bits
+# 30–20, 19–10, 9–0), each a `torch.bincount` of one chunk at a time. Nothing of size N is
+# allocated except the boolean masks themselves (the chunks are views), so memory stays
+# bounded for ~10^9 weights, and the cost is four reads of the scores (three histograms
+# and the mask) instead of a full sort.
+_LEVELS = ((20, 11), (10, 10), (0, 10))  # (shift, digit width): the 31 bits of a float >= 0
+_NAN_BITS = 0x7F800000  # +inf; any larger int32 pattern is a NaN
 
 
-def _kth_largest_bits(bit_views: list[torch.Tensor], k: int) -> int:
-    """The int32 bit pattern of the k-th largest non-negative float32 score.
-
-    Non-negative IEEE floats sort like their bit patterns, so a 31-step bisection over
-    integers finds the threshold with one comparison pass per step and no concatenated
-    copy, no sort and no int64 ranks: memory stays bounded for ~10^9 weights.
-    """
-    lo, hi = 0, 2**31 - 1  # invariant: count(bits >= lo) >= k
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _count_at_least(bit_views, mid) >= k:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+def _chunk_size(device: torch.device) -> int:
+    # CPU: 1 M elements (4 MB) stay in cache between the shift and the bincount;
+    # GPU: bigger chunks, fewer kernel launches
+    return 1 << 20 if device.type == "cpu" else 1 << 24
 
 
-def _select_top(bit_views: list[torch.Tensor], k: int) -> list[torch.Tensor]:
-    """Exactly k True over the given score tensors: the k largest, ties broken by order
-    (tensor order, then flat position), so the result is deterministic."""
-    if k == 0:
-        return [torch.zeros(b.shape, dtype=torch.bool, device=b.device) for b in bit_views]
-    t = _kth_largest_bits(bit_views, k)
-    masks = []
-    remaining = k - sum(int((b > t).sum()) for b in bit_views)
-    for b in bit_views:
-        m = b > t
-        if remaining > 0:
-            eq = (b == t).flatten()
-            n_eq = int(eq.sum())
-            if n_eq:
-                take = eq & (eq.cumsum(0) <= remaining)
-                m = m | take.view(b.shape)
-                remaining -= min(n_eq, remaining)
-        masks.append(m)
+def _chunks(flat: torch.Tensor):
+    size = _chunk_size(flat.device)
+    for start in range(0, flat.numel(), size):
+        yield start, flat[start : start + size]
+
+
+def _bit_views(scores: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Flat int32 views of the scores (no copy for contiguous float32), validated."""
+    views = []
+    for s in scores:
+        f = s.detach()
+        f = f if f.dtype == torch.float32 else f.float()
+        views.append(f.contiguous().view(-1).view(torch.int32))
+    nonempty = [i for i, v in enumerate(views) if v.numel()]
+    if not nonempty:
+        return views
+    # one pass and one host sync for all tensors: min < 0 means a sign bit (-0.0, a negative
+    # score or a negative NaN), max > +inf's pattern means a NaN
+    bounds = torch.stack([torch.stack(torch.aminmax(views[i])) for i in nonempty]).tolist()
+    for i, (lo, hi) in zip(nonempty, bounds):
+        s = scores[i].detach()
+        if hi > _NAN_BITS or (lo < 0 and bool(torch.isnan(s).any())):
+            raise SalunError("saliency scores contain NaN; check the forgetting loss and the model")
+        if lo < 0:
+            if bool((s < 0).any()):
+                raise SalunError(
+                    "saliency scores must be non-negative (take the absolute value first)"
+                )
+            views[i] = views[i].clamp(min=0)  # -0.0 (bits 0x80000000) becomes +0.0
+    return views
+
+
+def _kth_largest(views: list[torch.Tensor], k: int) -> tuple[int, int, list[int]]:
+    """The bit pattern t of the k-th largest score (1 <= k <= N), how many scores lie
+    strictly above it, and how many equal t in each chunk (in :func:`_chunks` order)."""
+    device = views[0].device
+    prefix, above = 0, 0  # the digits of t found so far; count of scores above that prefix
+    per_chunk: list[torch.Tensor] = []
+    for level, (shift, width) in enumerate(_LEVELS):
+        nb = 1 << width
+        # bucket 0: below the prefix, 1..nb: the next digit + 1, nb + 1: above the prefix
+        base = (prefix << width) - 1
+        hist = torch.zeros(nb + 2, dtype=torch.int64, device=device)
+        last = level == len(_LEVELS) - 1
+        per_chunk = []
+        for v in views:
+            for _, c in _chunks(v):
+                key = (c >> shift).sub_(base).clamp_(0, nb + 1)
+                h = torch.bincount(key, minlength=nb + 2)
+                hist += h
+                if last:
+                    per_chunk.append(h)
+        counts = hist[1 : nb + 1].flip(0)  # digit nb-1 first
+        reached = counts.cumsum(0) + above  # scores >= each digit (with the prefix)
+        i = int(torch.searchsorted(reached, k))  # first digit (from the top) reaching k
+        digit = nb - 1 - i
+        above = int(reached[i]) - int(counts[i])
+        prefix = (prefix << width) | digit
+    eq = torch.stack(per_chunk)[:, digit + 1].tolist() if per_chunk else []
+    return prefix, above, eq
+
+
+def _select_top(views: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """Exactly k True over the given flat bit views: the k largest scores; among scores equal
+    to the k-th largest, the earliest win (tensor order, then flat position)."""
+    masks = [torch.zeros(v.numel(), dtype=torch.bool, device=v.device) for v in views]
+    n = sum(v.numel() for v in views)
+    if k <= 0:
+        return masks
+    if k >= n:
+        return [m.fill_(True) for m in masks]
+    t, above, eq_counts = _kth_largest(views, k)
+    remaining = k - above  # ties at t still to take, 1..(number of scores equal to t)
+    chunk_no = 0
+    for v, m in zip(views, masks):
+        for start, c in _chunks(v):
+            out = m[start : start + c.numel()]
+            e = eq_counts[chunk_no]
+            chunk_no += 1
+            if 0 < e <= remaining:
+                torch.ge(c, t, out=out)
+                remaining -= e
+            else:
+                torch.gt(c, t, out=out)
+                if e and remaining:  # the tie rule splits this chunk: earliest positions
+                    out[(c == t).nonzero().view(-1)[:remaining]] = True
+                    remaining = 0
     return masks
-
-
-def _as_bits(s: torch.Tensor) -> torch.Tensor:
-    s = s.detach().float().contiguous()
-    if torch.isnan(s).any():
-        raise SalunError("saliency scores contain NaN; check the forgetting loss and the model")
-    if (s < 0).any():
-        raise SalunError("saliency scores must be non-negative (take the absolute value first)")
-    return (s + 0.0).view(torch.int32)  # +0.0 turns -0.0 into +0.0 before reading bits
 
 
 def saliency_mask(
@@ -157,20 +214,27 @@ def saliency_mask(
             ⌊n·r⌋ per tensor (an ablation).
 
     Returns:
-        ``{name: bool tensor}`` shaped like the scores.
+        ``{name: bool tensor}`` shaped like the scores, on their device.
+
+    Ties: scores equal to the threshold are taken in order of position, the mapping's order
+    first (``named_parameters`` order from :func:`compute_saliency`), then the flat
+    row-major index inside a tensor, so the mask equals a stable sort by (−score,
+    position). −0.0 counts as 0.0. The selection is a radix select over the float bit
+    patterns in fixed-size chunks: four reads of the scores and no memory of size N besides
+    the masks (docs/gpu.md, "Thresholding").
     """
     if not 0.0 <= keep <= 1.0:
         raise SalunError(f"keep must lie in [0, 1], got {keep}")
     if scope not in ("global", "layer"):
         raise SalunError(f"scope must be 'global' or 'layer', got {scope!r}")
     names = list(scores)
-    bits = [_as_bits(scores[n]) for n in names]
+    views = _bit_views([scores[n] for n in names])
     if scope == "global":
-        k = int(sum(b.numel() for b in bits) * keep)
-        masks = _select_top(bits, k)
+        k = int(sum(v.numel() for v in views) * keep)
+        masks = _select_top(views, k)
     else:
-        masks = [_select_top([b], int(b.numel() * keep))[0] for b in bits]
-    return dict(zip(names, masks))
+        masks = [_select_top([v], int(v.numel() * keep))[0] for v in views]
+    return {n: m.view(scores[n].shape) for n, m in zip(names, masks)}
 
 
 def random_mask(
