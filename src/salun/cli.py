@@ -8,9 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
-from salun.config_cli import add_dataclass_args, dataclass_from_args, overrides_from_args
+from salun.config_cli import (
+    OneLineParser,
+    add_dataclass_args,
+    dataclass_from_args,
+    overrides_from_args,
+)
 from salun.errors import SalunError
+from salun.outputs import add_overwrite_flag
 from salun.train import TrainConfig
 
 
@@ -19,8 +26,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _data_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        help="the dataset, when it moved since training (default: the one the model records); "
+        "it must have the content the split was drawn from",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(  # every subcommand inherits its one-line errors
         prog="salun",
         description="Machine unlearning with weight saliency (SalUn, ICLR 2024).",
     )
@@ -45,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of each class held out for validation (default: 0)",
     )
     p.add_argument("--out", required=True, help="split file to write (JSON)")
+    add_overwrite_flag(p)
     p.set_defaults(handler=cmd_split)
 
     p = sub.add_parser("train", help="train an original model (or any model from scratch)")
@@ -53,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
     p.add_argument("--split", help="train on this split's D_f ∪ D_r (default: the whole train set)")
     p.add_argument("--out", required=True, help="model folder to write")
+    add_overwrite_flag(p)
     add_dataclass_args(p, TrainConfig)
     _common(p)
     p.set_defaults(handler=cmd_train)
@@ -60,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="UA, RA, TA and MIA-efficacy of a model on a split")
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--forget", required=True, help="split file")
+    _data_flag(p)
     p.add_argument("--json", action="store_true", help="print metrics as JSON on stdout")
     _common(p)
     p.set_defaults(handler=cmd_evaluate)
@@ -86,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="mask file (.safetensors); with several --keep, _keep<r> is appended",
     )
+    add_overwrite_flag(p)
+    _data_flag(p)
     _common(p)
     p.set_defaults(handler=cmd_mask)
 
@@ -99,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forget", help="split file")
     p.add_argument("--mask", help="saliency mask file (any method accepts one)")
     p.add_argument("--out", help="folder for the unlearned model and its evaluation")
+    add_overwrite_flag(p)
+    _data_flag(p)
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation")
     p.add_argument("-h", "--help", action="store_true", help="show help (with the method's flags)")
     _common(p)
@@ -131,7 +153,10 @@ def _add_optional(sub, module: str, fn: str) -> None:
 
 def cmd_split(args) -> None:
     from salun.data import load_dataset, make_split, save_split
+    from salun.data.registry import canonical_spec
+    from salun.outputs import claim_output
 
+    claim_output(args.out, "split", overwrite=args.overwrite, inputs=[args.data])
     bundle = load_dataset(args.data)
     split = make_split(
         bundle,
@@ -141,6 +166,7 @@ def cmd_split(args) -> None:
         classes=args.classes,
         seed=args.seed,
         val_fraction=args.val_fraction,
+        data_spec=canonical_spec(args.data),
     )
     save_split(split, args.out)
     print(f"wrote {args.out}: {split.describe()}", file=sys.stderr)
@@ -148,13 +174,16 @@ def cmd_split(args) -> None:
 
 def cmd_train(args) -> None:
     from salun.data import check_split_fits, load_dataset, load_split
+    from salun.data.registry import canonical_spec
+    from salun.outputs import claim_output
     from salun.workflows import train_original
 
+    claim_output(args.out, "model", overwrite=args.overwrite, inputs=[args.data, args.split])
     bundle = load_dataset(args.data)
     split = None
     if args.split:
         split = load_split(args.split)
-        check_split_fits(split, bundle)
+        check_split_fits(split, bundle, canonical_spec(args.data))
     cfg = dataclass_from_args(args, TrainConfig)
     meta = train_original(
         bundle,
@@ -166,6 +195,7 @@ def cmd_train(args) -> None:
         width=args.width,
         device=args.device,
         quiet=args.quiet,
+        data_spec=canonical_spec(args.data),
     )
     m = meta["metrics"]
     print(
@@ -178,7 +208,7 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from salun.workflows import evaluate_model_folder
 
-    metrics = evaluate_model_folder(args.model, args.forget, device=args.device)
+    metrics = evaluate_model_folder(args.model, args.forget, device=args.device, data=args.data)
     if args.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
@@ -187,10 +217,14 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_mask(args) -> None:
-    from salun.workflows import write_masks
+    from salun.outputs import claim_output
+    from salun.workflows import mask_paths, write_masks
 
     keeps = args.keep or [0.5]
-    paths = write_masks(
+    paths = mask_paths(args.out, keeps)
+    for path in paths:
+        claim_output(path, "mask", overwrite=args.overwrite, inputs=[args.model, args.forget])
+    write_masks(
         args.model,
         args.forget,
         keeps,
@@ -200,6 +234,7 @@ def cmd_mask(args) -> None:
         seed=args.seed,
         device=args.device,
         quiet=args.quiet,
+        data=args.data,
     )
     for p in paths:
         print(f"wrote {p}", file=sys.stderr)
@@ -210,7 +245,7 @@ def cmd_unlearn(args) -> None:
     from salun.workflows import unlearn_model_folder
 
     spec = get_method(args.method)
-    mp = argparse.ArgumentParser(
+    mp = OneLineParser(
         prog=f"salun unlearn --method {spec.name}", description=f"{spec.name}: {spec.summary}"
     )
     add_dataclass_args(mp, spec.config)
@@ -223,6 +258,11 @@ def cmd_unlearn(args) -> None:
     missing = [f"--{k}" for k in ("model", "forget", "out") if getattr(args, k) is None]
     if missing:
         raise SalunError(f"salun unlearn needs {', '.join(missing)}")
+    from salun.outputs import claim_output
+
+    claim_output(
+        args.out, "model", overwrite=args.overwrite, inputs=[args.model, args.forget, args.mask]
+    )
     overrides = overrides_from_args(ns, spec.config)
     record = unlearn_model_folder(
         args.model,
@@ -234,6 +274,7 @@ def cmd_unlearn(args) -> None:
         device=args.device,
         quiet=args.quiet,
         evaluate=not args.no_eval,
+        data=args.data,
     )
     m = record.get("metrics", {})
     summary = ", ".join(f"{k} {m[k]:.2f}" for k in ("UA", "RA", "TA", "MIA") if k in m)
@@ -252,26 +293,64 @@ def cmd_methods(args) -> None:
         print(f"{name:12s} {spec.summary}  [lr {getattr(cfg, 'lr', '-')}]")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _one_line(text: object) -> str:
+    """The CLI's contract is one line per user error: a multi-line message is joined."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return " | ".join(lines) or "(no message)"
+
+
+def _os_message(e: OSError) -> str:
+    """``Permission denied: /ro/out`` rather than ``[Errno 13] ...`` and a traceback."""
+    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+    what = e.strerror or str(e)
+    return f"{what}: {' -> '.join(paths)}" if paths else what
+
+
+def _replay(caught: list) -> None:
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser()
+    if argv and argv[0] == "unlearn":
+        args, rest = parser.parse_known_args(argv)
+        args.rest = rest
+    else:
+        args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None) or args.func
+    code = handler(args)
+    return code if isinstance(code, int) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``salun ARGV``; return the exit code.
+
+    A user error (:class:`SalunError`, a bad command line, or an OS error such as a
+    read-only ``--out``) prints exactly one line, ``salun: error: ...``, and returns 2.
+    Warnings raised meanwhile are held back and shown only if the command succeeds or
+    fails unexpectedly, so they never bury the error line. Any other exception is a bug
+    and keeps its traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    caught: list = []
     try:
-        if argv and argv[0] == "unlearn":
-            args, rest = parser.parse_known_args(argv)
-            args.rest = rest
-        else:
-            args = parser.parse_args(argv)
-        handler = getattr(args, "handler", None) or args.func
-        code = handler(args)
-        if isinstance(code, int) and code:
-            return code
+        with warnings.catch_warnings(record=True) as caught:
+            code = _run(argv)
     except SalunError as e:
-        print(f"salun: error: {e}", file=sys.stderr)
+        print(f"salun: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # permissions, a full disk, a folder where a file goes: the user's
+        print(f"salun: error: {_one_line(_os_message(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("salun: interrupted", file=sys.stderr)
         return 130
-    return 0
+    except BaseException:
+        _replay(caught)
+        raise
+    _replay(caught)
+    return code
 
 
 if __name__ == "__main__":

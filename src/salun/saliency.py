@@ -16,11 +16,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from salun.errors import ArtifactError, SalunError
-from salun.io import atomic_write, sha256_bytes
+from salun.io import atomic_write_bytes, canonical_safetensors, sha256_bytes
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 MASK_FORMAT = "salun-mask-1"
@@ -281,8 +281,9 @@ def save_mask(path: str | Path, mask: Mapping[str, torch.Tensor], **metadata: An
     """
     tensors = {n: m.detach().to("cpu", torch.bool).contiguous() for n, m in mask.items()}
     meta = {"format": MASK_FORMAT, "density": f"{mask_density(mask):.6f}"}
-    meta.update({k: json.dumps(v) for k, v in metadata.items()})
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    meta.update({k: json.dumps(v, sort_keys=True) for k, v in metadata.items()})
+    # Sorted header: identical runs give byte-identical files (and the same sha256).
+    atomic_write_bytes(path, canonical_safetensors(safetensors_bytes(tensors, metadata=meta)))
 
 
 def load_mask(
@@ -300,14 +301,22 @@ def load_mask(
     try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}
-            mask = {k: f.get_tensor(k).to(torch.bool) for k in f.keys()}
+            raw = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{path} is corrupted or not a safetensors mask: {e}") from None
     if raw_meta.get("format") != MASK_FORMAT:
         raise ArtifactError(f"{path} is not a salun mask file")
-    meta = {
-        k: (json.loads(v) if k not in ("format", "density") else v) for k, v in raw_meta.items()
-    }
+    not_bool = sorted(k for k, t in raw.items() if t.dtype != torch.bool)
+    if not_bool:
+        raise ArtifactError(f"{path}: mask tensor {not_bool[0]} is not bool; it is not a mask")
+    mask = raw
+    try:
+        meta = {
+            k: (json.loads(v) if k not in ("format", "density") else v)
+            for k, v in raw_meta.items()
+        }
+    except ValueError as e:
+        raise ArtifactError(f"{path}: its metadata is corrupted ({e})") from None
     if model is not None:
         check_mask_fits(mask, model, str(path))
         fp = meta.get("model_fingerprint")

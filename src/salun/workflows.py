@@ -15,6 +15,8 @@ import torch
 
 from salun.artifacts import load_model, read_meta, save_model
 from salun.data import DataBundle, Split, check_split_fits, load_dataset, load_split
+from salun.data.registry import canonical_spec
+from salun.data.splits import data_fingerprint
 from salun.errors import SalunError
 from salun.io import sha256_file
 from salun.metrics import evaluate_unlearning
@@ -37,7 +39,11 @@ def train_original(
     data_spec: str | None = None,
 ) -> dict[str, Any]:
     """Train a model from scratch on the split's D_f ∪ D_r (or the whole train set) and
-    write its folder; returns the ``model.json`` record."""
+    write its folder; returns the ``model.json`` record.
+
+    ``data_spec`` is what later steps reload the data with (record the user's spec through
+    :func:`salun.data.registry.canonical_spec`); the default is the bundle's name.
+    """
     dev = resolve_device(device)
     train_idx = split.train if split is not None else None
     train = bundle.train.subset(train_idx) if train_idx is not None else bundle.train
@@ -65,6 +71,7 @@ def train_original(
         "kind": "original",
         "dataset": bundle.name,
         "data_spec": data_spec or bundle.name,
+        "data_fingerprint": data_fingerprint(bundle),
         "classes": list(bundle.classes),
         "train": asdict(cfg),
         "split_file": str(split_file) if split_file else None,
@@ -81,24 +88,44 @@ def train_original(
     return meta
 
 
-def load_for_split(model_dir: str | Path, split_file: str | Path, device: str = "auto"):
-    """Load a model folder, its dataset and a split, checking they belong together."""
+def load_for_split(
+    model_dir: str | Path, split_file: str | Path, device: str = "auto", data: str | None = None
+):
+    """Load a model folder, its dataset and a split, checking they belong together.
+
+    Args:
+        data: a data spec to use instead of the one the model records (data that moved);
+            its content must be the model's (when recorded) and the split's.
+
+    Returns:
+        ``(model, meta, bundle, split, device, spec)`` where ``spec`` is the data spec used.
+    """
     dev = resolve_device(device)
     model, meta = load_model(model_dir, dev)
-    bundle = load_dataset(meta.get("data_spec", meta["dataset"]))
+    spec = canonical_spec(data) if data else meta.get("data_spec", meta["dataset"])
+    bundle = load_dataset(spec)
+    recorded = meta.get("data_fingerprint")
+    if recorded is not None and recorded != data_fingerprint(bundle):
+        raise SalunError(
+            f"{model_dir} was trained on other data than {spec} (content fingerprint "
+            f"{recorded}, this data {data_fingerprint(bundle)}); pass --data with the "
+            "model's dataset"
+        )
     split = load_split(split_file)
-    check_split_fits(split, bundle)
+    check_split_fits(split, bundle, spec)
     if meta.get("split_hash") not in (None, split.hash):
         raise SalunError(
             f"{model_dir} was trained on split {meta['split_hash']}, not on {split_file} "
             f"({split.hash}); use the split the model was trained with"
         )
-    return model, meta, bundle, split, dev
+    return model, meta, bundle, split, dev, spec
 
 
-def evaluate_model_folder(model_dir, split_file, device: str = "auto") -> dict[str, float]:
+def evaluate_model_folder(
+    model_dir, split_file, device: str = "auto", data: str | None = None
+) -> dict[str, float]:
     """UA, RA, TA, MIA (and the other MIA features) of a model folder on a split."""
-    model, _, bundle, split, dev = load_for_split(model_dir, split_file, device)
+    model, _, bundle, split, dev, _ = load_for_split(model_dir, split_file, device, data)
     return evaluate_unlearning(model, bundle, split, device=dev)
 
 
@@ -113,22 +140,21 @@ def write_masks(
     seed: int = 0,
     device: str = "auto",
     quiet: bool = False,
+    data: str | None = None,
 ) -> list[Path]:
     """Saliency masks for several kept fractions from one gradient pass over D_f."""
     from salun.data import iterate_batches
     from salun.saliency import compute_saliency, model_fingerprint, saliency_mask, save_mask
 
-    model, meta, bundle, split, dev = load_for_split(model_dir, split_file, device)
+    model, meta, bundle, split, dev, _ = load_for_split(model_dir, split_file, device, data)
     forget = bundle.train.subset(split.forget)
     batches = iterate_batches(
         forget, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed), device=dev
     )
     scores = compute_saliency(model, batches)
     fingerprint = model_fingerprint(model)
-    out = Path(out)
     paths = []
-    for keep in keeps:
-        path = out if len(keeps) == 1 else out.with_name(f"{out.stem}_keep{keep}{out.suffix}")
+    for keep, path in zip(keeps, mask_paths(out, keeps)):
         save_mask(
             path,
             saliency_mask(scores, keep=keep, scope=scope),
@@ -142,6 +168,14 @@ def write_masks(
     return paths
 
 
+def mask_paths(out: str | Path, keeps: list[float]) -> list[Path]:
+    """The files :func:`write_masks` writes: ``out`` itself, or ``<stem>_keep<r><suffix>``."""
+    out = Path(out)
+    if len(keeps) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_keep{keep}{out.suffix}") for keep in keeps]
+
+
 def unlearn_model_folder(
     model_dir,
     split_file,
@@ -153,13 +187,14 @@ def unlearn_model_folder(
     device: str = "auto",
     quiet: bool = False,
     evaluate: bool = True,
+    data: str | None = None,
 ) -> dict[str, Any]:
     """Run ``method`` on a model folder and write the unlearned model with its evaluation
     and run time (RTE, seconds) into ``out``."""
     from salun.methods import UnlearnContext, make_config, run_method
     from salun.saliency import load_mask
 
-    model, meta, bundle, split, dev = load_for_split(model_dir, split_file, device)
+    model, meta, bundle, split, dev, spec = load_for_split(model_dir, split_file, device, data)
     cfg = make_config(method, overrides)
     mask, mask_meta = (None, None)
     if mask_file:
@@ -192,7 +227,8 @@ def unlearn_model_folder(
         "rte_seconds": result.seconds,
         "original": {"path": str(model_dir), "split_hash": meta.get("split_hash")},
         "dataset": bundle.name,
-        "data_spec": meta.get("data_spec", bundle.name),
+        "data_spec": spec,
+        "data_fingerprint": data_fingerprint(bundle),
         "classes": list(bundle.classes),
         "train": meta.get("train"),
         "split_file": str(split_file),
@@ -215,6 +251,7 @@ def unlearn_model_folder(
 __all__ = [
     "evaluate_model_folder",
     "load_for_split",
+    "mask_paths",
     "read_meta",
     "train_original",
     "unlearn_model_folder",

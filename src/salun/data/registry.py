@@ -63,6 +63,21 @@ def load_dataset(spec: str, root: str | Path | None = None) -> DataBundle:
     return _LOADERS[name](Path(root) if root else None, arg or None)
 
 
+# Sources whose ``:ARG`` is a path: their spec is recorded with the path made absolute.
+PATH_SOURCES = ("npz", "imagefolder")
+
+
+def canonical_spec(spec: str) -> str:
+    """The spec to record in artifacts: ``npz:my.npz`` becomes ``npz:/abs/dir/my.npz``, so a
+    later step finds the same file from any working directory and a file named like a
+    built-in dataset (``digits.npz``) is never taken for it."""
+    name, sep, arg = spec.partition(":")
+    name = name.strip().lower()
+    if sep and arg and name in PATH_SOURCES:
+        return f"{name}:{Path(arg).expanduser().resolve()}"
+    return f"{name}{sep}{arg}"
+
+
 def search_dirs(name: str, root: Path | None, system: list[str] = ()) -> list[Path]:
     """The folders searched for ``name``, in order (see the module docstring)."""
     dirs: list[Path] = []

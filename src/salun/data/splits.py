@@ -1,8 +1,10 @@
 """Forget/retain splits: one split per (dataset, scenario, seed), saved and reused everywhere.
 
-Original training, Retrain and every unlearning method of a run use the same indices
-(SALUN_SPEC pitfall 8). A split file is JSON (no pickles) with a content hash that every
-later artifact records.
+Original training, Retrain and every unlearning method of a run use the same indices.
+A split file is JSON (no pickles) with a content hash that every later artifact records.
+It also records the full data spec (``npz:/abs/path``) and a fingerprint of the data's
+content, so a split is never applied to other data that only shares a name and a size
+(see docs/safety.md).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 
 from salun.data.dataset import DataBundle
 from salun.errors import ArtifactError, SalunError
-from salun.io import atomic_write_json, stable_hash
+from salun.io import atomic_write_json, sha256_bytes, stable_hash
 
 SCENARIOS = ("random", "class")
 
@@ -34,6 +36,8 @@ class Split:
         classes: the forgotten classes (class-wise); empty for random forgetting.
         seed: the seed the split was drawn with.
         n_train: the size of the training set the indices refer to.
+        data_spec: the data spec the split was drawn from (``None`` in older files).
+        fingerprint: :func:`data_fingerprint` of that data (``None`` in older files).
     """
 
     dataset: str
@@ -45,6 +49,8 @@ class Split:
     seed: int
     n_train: int
     extra: dict = field(default_factory=dict)
+    data_spec: str | None = None
+    fingerprint: str | None = None
 
     @property
     def train(self) -> np.ndarray:
@@ -65,6 +71,9 @@ class Split:
             "classes": list(self.classes),
             "seed": self.seed,
             "n_train": self.n_train,
+            # Absent in older files: left out of the hash then, so their hash still holds.
+            **({"data_spec": self.data_spec} if self.data_spec is not None else {}),
+            **({"fingerprint": self.fingerprint} if self.fingerprint is not None else {}),
         }
 
     def test_indices(self, bundle: DataBundle) -> np.ndarray:
@@ -91,6 +100,7 @@ def make_split(
     classes: tuple[int, ...] | list[int] = (),
     seed: int = 0,
     val_fraction: float = 0.0,
+    data_spec: str | None = None,
 ) -> Split:
     """Draw the forget/retain/validation split for random or class-wise forgetting.
 
@@ -105,6 +115,7 @@ def make_split(
         classes: class-wise forgetting: the classes whose every training sample is forgotten.
         seed: the split's seed (numpy ``default_rng``).
         val_fraction: fraction of each class held out for validation, in [0, 1).
+        data_spec: the spec the bundle was loaded with (recorded; see ``canonical_spec``).
 
     Example:
         >>> split = make_split(bundle, "random", fraction=0.1, seed=0)
@@ -155,7 +166,31 @@ def make_split(
     if len(forget) == 0:
         raise SalunError("the forget set is empty; choose other classes or a larger fraction")
     retain = np.setdiff1d(pool, forget).astype(np.int64)
-    return Split(bundle.name, scenario, forget, retain, val_idx, forgot_classes, seed, n)
+    return Split(
+        bundle.name,
+        scenario,
+        forget,
+        retain,
+        val_idx,
+        forgot_classes,
+        seed,
+        n,
+        data_spec=data_spec,
+        fingerprint=data_fingerprint(bundle),
+    )
+
+
+def data_fingerprint(bundle: DataBundle) -> str:
+    """A hash of the dataset's content (train and test images and labels, with shapes).
+
+    Two files with the same name and size but other pixels or labels differ here.
+    """
+    parts = []
+    for part in (bundle.train, bundle.test):
+        for t in (part.images, part.labels):
+            t = t.contiguous()
+            parts.append(f"{tuple(t.shape)}:{t.dtype}:{sha256_bytes(t.numpy().tobytes())}")
+    return sha256_bytes("|".join(parts).encode())[:16]
 
 
 def save_split(split: Split, path: str | Path) -> str:
@@ -180,21 +215,74 @@ def load_split(path: str | Path) -> Split:
             tuple(int(c) for c in d["classes"]),
             int(d["seed"]),
             int(d["n_train"]),
+            data_spec=_opt_str(d, "data_spec"),
+            fingerprint=_opt_str(d, "fingerprint"),
         )
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not a salun split file ({type(e).__name__}: {e})") from None
+    if d.get("format", "salun-split-1") != "salun-split-1":
+        raise ArtifactError(f"{path} is not a salun split file (format {d.get('format')!r})")
     if d.get("hash") != split.hash:
         raise ArtifactError(f"{path} is corrupted: its indices do not match its recorded hash")
+    check_split_indices(split, str(path))
     return split
 
 
-def check_split_fits(split: Split, bundle: DataBundle) -> None:
-    """Fail clearly when a split was drawn for another dataset or size."""
-    if split.dataset != bundle.name or split.n_train != len(bundle.train):
+def _opt_str(d: dict, key: str) -> str | None:
+    v = d.get(key)
+    if v is not None and not isinstance(v, str):
+        raise TypeError(f"{key} must be a string, got {v!r}")
+    return v
+
+
+def check_split_indices(split: Split, where: str) -> None:
+    """Indices in range, no duplicates, no overlap, and a non-empty forget set."""
+    n = split.n_train
+    if n <= 0:
+        raise ArtifactError(f"{where}: n_train must be positive, got {n}")
+    if len(split.forget) == 0:
+        raise ArtifactError(f"{where}: the forget set is empty; nothing to unlearn")
+    for name in ("forget", "retain", "val"):
+        idx = getattr(split, name)
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+            raise ArtifactError(
+                f"{where}: {name} index {bad} is out of range: the training set has {n} images "
+                f"(0..{n - 1})"
+            )
+        if len(np.unique(idx)) != len(idx):
+            raise ArtifactError(f"{where}: {name} holds duplicate indices")
+    if (
+        np.intersect1d(split.forget, split.retain).size
+        or np.intersect1d(split.train, split.val).size
+    ):
+        raise ArtifactError(f"{where}: the forget, retain and validation sets overlap")
+
+
+def check_split_fits(split: Split, bundle: DataBundle, data_spec: str | None = None) -> None:
+    """Fail clearly when a split was drawn for other data.
+
+    The recorded content fingerprint decides (a file with the same name and size but other
+    content is refused; the same content under a new path is accepted). Older splits
+    without a fingerprint are checked by name and size.
+    """
+    where = f" ({data_spec})" if data_spec else ""
+    if split.n_train != len(bundle.train) or (
+        split.fingerprint is None and split.dataset != bundle.name
+    ):
         raise ArtifactError(
-            f"split is for {split.dataset} with {split.n_train} training images, but the data "
-            f"is {bundle.name} with {len(bundle.train)}; write a split for this dataset"
+            f"split is for {split.data_spec or split.dataset} with {split.n_train} training "
+            f"images, but the data{where} is {bundle.name} with {len(bundle.train)}; write a "
+            "split for this dataset"
         )
+    if split.fingerprint is not None:
+        got = data_fingerprint(bundle)
+        if got != split.fingerprint:
+            raise ArtifactError(
+                f"split was drawn from {split.data_spec or split.dataset} (content "
+                f"fingerprint {split.fingerprint}), but the data{where} has other content "
+                f"(fingerprint {got}); write a split for this dataset"
+            )
 
 
 def as_tensor_indices(idx: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,249 @@
+"""The output policy: which ``--out`` paths a verb may write, in one place.
+
+Every writing verb calls :func:`claim_output` before it does any work, so a user never
+loses a file and never waits an hour for a refusal. An existing path is replaced only when
+it is a salun artifact of the same kind (recognised by its sidecar or header) **and** the
+user passed ``--overwrite``; an output that is an input, holds an input or holds the
+working directory is always refused. See docs/safety.md.
+
+Example:
+    >>> out = claim_output(args.out, "model", overwrite=args.overwrite, inputs=[args.model])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from salun.errors import SalunError
+from salun.io import recover
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of artifact: how to recognise one on disk and how to name it."""
+
+    name: str
+    is_dir: bool
+    what: str
+    recognise: Callable[[Path], bool]
+
+
+_KINDS: dict[str, OutputKind] = {}
+
+
+def register_kind(name: str, *, is_dir: bool, what: str, recognise: Callable[[Path], bool]):
+    """Teach the policy a new artifact kind (``recognise(path)`` is True for a salun
+    artifact of that kind; it must not raise)."""
+    _KINDS[name] = OutputKind(name, is_dir, what, recognise)
+
+
+def kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+def _json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _sidecar_format(file: str, fmt: str) -> Callable[[Path], bool]:
+    return lambda p: (p / file).is_file() and _json(p / file).get("format") == fmt
+
+
+def _json_format(fmt: str) -> Callable[[Path], bool]:
+    return lambda p: p.is_file() and _json(p).get("format") == fmt
+
+
+def _is_mask(p: Path) -> bool:
+    from safetensors import safe_open
+
+    from salun.saliency import MASK_FORMAT
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == MASK_FORMAT
+    except Exception:  # anything unreadable is simply not a mask
+        return False
+
+
+def _is_png_by_salun(p: Path) -> bool:
+    try:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            return im.format == "PNG" and im.info.get("Software", "").startswith("salun")
+    except Exception:
+        return False
+
+
+def _has(*names: str) -> Callable[[Path], bool]:
+    return lambda p: all((p / n).is_file() for n in names)
+
+
+register_kind(
+    "model",
+    is_dir=True,
+    what="salun model folder",
+    recognise=_sidecar_format("model.json", "salun-model-1"),
+)
+register_kind(
+    "ddpm",
+    is_dir=True,
+    what="salun DDPM folder",
+    recognise=_sidecar_format("model.json", "salun-ddpm-1"),
+)
+register_kind(
+    "split", is_dir=False, what="salun split file", recognise=_json_format("salun-split-1")
+)
+register_kind("mask", is_dir=False, what="salun mask file", recognise=_is_mask)
+register_kind("bench", is_dir=True, what="salun benchmark folder", recognise=_has("bench.json"))
+register_kind(
+    "record",
+    is_dir=False,
+    what="salun JSON record",
+    recognise=lambda p: p.is_file() and _json(p).get("salun_record") is True,
+)
+register_kind("grid", is_dir=False, what="salun PNG grid", recognise=_is_png_by_salun)
+register_kind(
+    "sd-unet",
+    is_dir=True,
+    what="salun Stable Diffusion UNet folder",
+    recognise=_has("salun_unet.json", "config.json"),
+)
+register_kind(
+    "sd-samples",
+    is_dir=True,
+    what="salun sample folder",
+    recognise=lambda p: (
+        (p / "metadata.csv").is_file()
+        and (p / "metadata.csv").read_text(errors="replace").startswith("file_name,")
+    ),
+)
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def _nearest_existing(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def claim_output(
+    path: str | Path,
+    kind: str,
+    *,
+    overwrite: bool,
+    inputs: Iterable[str | Path | None] = (),
+    is_dir: bool | None = None,
+) -> Path:
+    """Check that a verb may write ``path``; raise :class:`SalunError` (exit 2) if not.
+
+    Args:
+        path: the ``--out`` the user gave.
+        kind: the artifact kind the verb writes (see :func:`kinds`), e.g. ``"model"``,
+            ``"split"``, ``"mask"``, ``"bench"``.
+        overwrite: the user's ``--overwrite``: an existing artifact of the same kind may
+            be replaced (for ``bench``: resumed). Without it any existing path is refused.
+        inputs: paths the verb reads (model folders, split files, data); ``None`` entries
+            are ignored. The output may not be one of them nor contain one.
+        is_dir: whether the output is a folder (default: the kind's own).
+
+    Returns:
+        ``path`` as a :class:`Path`, unchanged.
+
+    Refused: an existing path that is not a salun artifact of ``kind`` (a user's folder or
+    file), an existing artifact without ``overwrite``, a file where a folder is expected
+    and vice versa, an output that is an input or contains one, an output that contains
+    the working directory, and a parent folder that cannot be written.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"unknown output kind {kind!r}; known: {', '.join(kinds())}")
+    spec = _KINDS[kind]
+    want_dir = spec.is_dir if is_dir is None else is_dir
+    p = Path(path)
+    if str(path).strip() == "":
+        raise SalunError("--out is empty; name the file or folder to write")
+    target = p.resolve()
+    cwd = Path.cwd().resolve()
+    if _inside(cwd, target):
+        raise SalunError(
+            f"refusing to write {path}: it contains the working directory {cwd}; "
+            "choose an output inside it, not above it"
+        )
+    for inp in inputs:
+        if inp is None or str(inp).partition(":")[0] in ("", "synthetic"):
+            continue
+        src = _input_path(inp).resolve()
+        if _inside(src, target):
+            same = "is" if src == target else "contains"
+            raise SalunError(
+                f"refusing to write {path}: it {same} the input {inp}; choose another --out"
+            )
+    recover(p)  # a folder left aside by a killed replace counts as existing
+    if os.path.lexists(p):
+        _check_existing(p, spec, want_dir, overwrite)
+    _check_parent(p)
+    return p
+
+
+def _input_path(inp: str | Path) -> Path:
+    # Data specs such as npz:PATH and imagefolder:PATH name a path after the colon.
+    s = str(inp)
+    name, sep, rest = s.partition(":")
+    if sep and name.lower() in ("npz", "imagefolder") and rest:
+        return Path(rest)
+    return Path(s)
+
+
+def _check_existing(p: Path, spec: OutputKind, want_dir: bool, overwrite: bool) -> None:
+    a = "a folder" if want_dir else "a file"
+    if p.is_symlink():
+        raise SalunError(f"refusing to write {p}: it is a symbolic link; name a plain path")
+    if want_dir and not p.is_dir():
+        raise SalunError(f"refusing to write {p}: it exists and is a file, but {a} is written")
+    if not want_dir and p.is_dir():
+        raise SalunError(f"refusing to write {p}: it is a folder, but {a} is written here")
+    if not spec.recognise(p):
+        raise SalunError(
+            f"refusing to write {p}: it exists and is not a {spec.what}; choose a new path "
+            "(salun never deletes or writes into files it did not make)"
+        )
+    if not overwrite:
+        raise SalunError(f"{p} already exists (a {spec.what}); pass --overwrite to replace it")
+
+
+def _check_parent(p: Path) -> None:
+    parent = _nearest_existing(p.absolute().parent)
+    if not parent.is_dir():
+        raise SalunError(f"cannot write {p}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SalunError(f"cannot write {p}: the folder {parent} is read-only for you")
+    # Root passes os.access everywhere; a read-only mount still refuses, so probe it.
+    try:
+        fd = os.open(parent / f".salun-probe-{os.getpid()}", os.O_CREAT | os.O_WRONLY, 0o600)
+    except OSError as e:
+        raise SalunError(f"cannot write {p}: {parent}: {e.strerror}") from None
+    os.close(fd)
+    os.unlink(parent / f".salun-probe-{os.getpid()}")
+
+
+def add_overwrite_flag(parser) -> None:
+    """The ``--overwrite`` flag every writing verb offers."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out, only if it is a salun artifact of the same kind",
+    )
+
+
+__all__ = ["OutputKind", "add_overwrite_flag", "claim_output", "kinds", "register_kind"]
