@@ -14,6 +14,21 @@ import types
 import typing
 from typing import Any
 
+from salun.errors import SalunError
+
+
+class UsageError(SalunError):
+    """A bad command line (unknown flag, wrong type, missing argument)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one :class:`UsageError` instead of usage text
+    plus ``exit(2)``: the CLI prints every user error as the same single line. Subparsers
+    (``salun gen sample``...) inherit the class, so every level behaves alike."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
 
 def field_docs(cls: type) -> dict[str, str]:
     """Field descriptions from the ``Attributes:`` sections of ``cls`` and its bases."""
