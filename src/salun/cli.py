@@ -241,7 +241,7 @@ def cmd_mask(args) -> None:
 
 
 def cmd_unlearn(args) -> None:
-    from salun.methods import get_method
+    from salun.methods import get_method, make_config
     from salun.workflows import unlearn_model_folder
 
     spec = get_method(args.method)
@@ -264,6 +264,7 @@ def cmd_unlearn(args) -> None:
         args.out, "model", overwrite=args.overwrite, inputs=[args.model, args.forget, args.mask]
     )
     overrides = overrides_from_args(ns, spec.config)
+    make_config(spec.name, overrides)  # bad settings fail before any file is read
     record = unlearn_model_folder(
         args.model,
         args.forget,
