@@ -19,6 +19,7 @@ from salun.generation.ddpm_model import Denoiser
 from salun.generation.diffusion import NoiseSchedule, noisy_batch, reduce_sq_error, to_model_range
 from salun.generation.sampler import guided_eps
 from salun.saliency import compute_saliency, saliency_mask
+from salun.validate import check_fields, check_nonnegative, check_positive, check_seed
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class DDPMMaskConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
+        check_nonnegative("guidance", self.guidance)
+        check_positive("clip_grad_norm", self.clip_grad_norm)
+        check_seed("seed", self.seed)
         if not 0 < self.keep <= 1:
             raise SalunError(f"keep must lie in (0, 1], got {self.keep}")
         if self.batch_size < 1 or self.passes < 1:

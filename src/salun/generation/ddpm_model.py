@@ -36,6 +36,7 @@ from salun.artifacts import load_state, load_state_strict, read_sidecar
 from salun.errors import ArtifactError, SalunError
 from salun.io import atomic_dir, to_jsonable
 from salun.utils import git_commit, model_device, runtime_info, versions
+from salun.validate import check_each, check_fields, check_int, check_range
 
 WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
@@ -84,6 +85,14 @@ class DenoiserConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_fields(self)
+        check_int("image_size", self.image_size, 1)
+        check_int("in_channels", self.in_channels, 1)
+        check_each("block_out_channels", self.block_out_channels, check_int, 1)
+        check_int("layers_per_block", self.layers_per_block, 1)
+        check_range("dropout", self.dropout, 0, 1)
+        check_int("norm_num_groups", self.norm_num_groups, 1)
+        check_int("attention_head_dim", self.attention_head_dim, 1)
         levels = len(self.block_out_channels)
         if levels < 1:
             raise SalunError("block_out_channels needs at least one level")

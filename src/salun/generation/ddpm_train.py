@@ -25,6 +25,7 @@ from salun.generation.diffusion import NoiseSchedule, diffusion_loss
 from salun.generation.gen_data import endless_batches
 from salun.train import check_finite
 from salun.utils import progress
+from salun.validate import check_choice, check_fields, check_nonnegative, check_range, check_seed
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ class DDPMTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
+        check_range("beta1", self.beta1, 0, 1)
+        check_range("beta2", self.beta2, 0, 1)
+        check_nonnegative("grad_clip", self.grad_clip)
+        check_choice("loss_reduction", self.loss_reduction, ("mean", "sum"))
+        check_seed("seed", self.seed)
         if self.steps < 1 or self.batch_size < 1:
             raise SalunError(
                 f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}"

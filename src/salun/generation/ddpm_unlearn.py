@@ -57,6 +57,7 @@ from salun.generation.sampler import guided_eps, timestep_sequence
 from salun.masking import MaskedUpdate
 from salun.train import check_finite
 from salun.utils import clone_model, progress
+from salun.validate import check_choice, check_fields, check_nonnegative, check_range, check_seed
 
 METHODS = ("salun", "rl", "ga", "esd")
 REFERENCE_ALPHA_PER_PIXEL = 1e-3  # the reference's α on its pixel-summed retain loss
@@ -110,6 +111,12 @@ class GenUnlearnConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
+        check_range("p_uncond", self.p_uncond, 0, 1)
+        check_nonnegative("esd_eta", self.esd_eta)
+        check_nonnegative("grad_clip", self.grad_clip)
+        check_choice("mask_mode", self.mask_mode, ("strict", "legacy"))
+        check_seed("seed", self.seed)
         if self.method not in METHODS:
             raise SalunError(
                 f"unknown DDPM unlearning method {self.method!r}; choose one of "

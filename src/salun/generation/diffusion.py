@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from salun.errors import SalunError
+from salun.validate import check_fields
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class NoiseSchedule:
     num_steps: int = 1000
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.num_steps < 2:
             raise SalunError(f"num_steps must be at least 2, got {self.num_steps}")
         if not 0 < self.beta_start <= self.beta_end < 1:

@@ -26,6 +26,7 @@ from salun.generation.gen_metrics import (
     unlearning_accuracy,
 )
 from salun.generation.sampler import SamplerConfig, sample
+from salun.validate import check_fields
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class GenEvalConfig:
     inception: bool = False
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.n_forget < 1 or self.n_per_class < 2 or self.n_ref_per_class < 2:
             raise SalunError("n_forget must be >= 1 and n_per_class, n_ref_per_class >= 2")
 

@@ -17,6 +17,7 @@ from torch import nn
 from salun.errors import SalunError
 from salun.generation.diffusion import NoiseSchedule, to_uint8
 from salun.utils import progress
+from salun.validate import check_fields, check_nonnegative, check_seed
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class SamplerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
+        check_nonnegative("guidance", self.guidance)
+        check_seed("seed", self.seed)
         if self.steps < 1:
             raise SalunError(f"sampling steps must be >= 1, got {self.steps}")
         if self.eta < 0:
