@@ -32,6 +32,7 @@ from salun.generation.ddpm_train import DDPMTrainConfig
 from salun.generation.ddpm_unlearn import METHODS, GenUnlearnConfig
 from salun.generation.gen_evaluate import GenEvalConfig
 from salun.generation.sampler import SamplerConfig
+from salun.validate import check_each, check_int
 
 SECTIONS = ("model", "train", "mask", "unlearn", "sample", "evaluate")
 TOP_LEVEL = ("dataset", "forget_class", "weights", "device", "description")
@@ -278,12 +279,14 @@ def cmd_sample(args) -> None:
     from salun.io import atomic_write
     from salun.utils import resolve_device
 
+    check_int("--n-per-class", args.n_per_class, 1)
     preset = load_preset(args.config)
     cfg = build(args, preset, "sample", SamplerConfig)
     dev = resolve_device(_pick(args, preset, "device", "auto"))
     weights = weights_for(args.model, _pick(args, preset, "weights", "model"))
     model, meta = load_denoiser(args.model, dev, weights=weights)
     classes = args.classes if args.classes else list(range(model.num_classes))
+    check_each("--classes", classes, check_int, 0, model.num_classes - 1)
     labels = torch.tensor([c for c in classes for _ in range(args.n_per_class)])
     images = sample(model, labels, cfg, quiet=args.quiet)
     save_class_grid(
