@@ -1,13 +1,18 @@
-"""The paper's evaluation of one model on one split: UA, RA, TA, MIA (+ the other features)."""
+"""The paper's evaluation of one model on one split: UA, RA, TA, MIA (+ the other features).
+
+docs/evaluation.md says exactly what is computed on which subset.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from salun.data import DataBundle, Split
 from salun.metrics.accuracy import accuracy, predict_logits
-from salun.metrics.mia import FEATURES, mia_efficacy
+from salun.metrics.mia import FEATURES, balanced_shadow_sets, mia_efficacy
 
 
 def evaluate_unlearning(
@@ -17,33 +22,49 @@ def evaluate_unlearning(
     *,
     device: torch.device | str = "cpu",
     mia_features: tuple[str, ...] = FEATURES,
-) -> dict[str, float]:
-    """Evaluate ``model`` as SALUN_SPEC §4: eval mode, test transform.
+) -> dict[str, Any]:
+    """Evaluate ``model`` in eval mode with the test transform (docs/evaluation.md).
 
-    Returns a dict with ``UA``, ``RA``, ``TA``, ``MIA`` (confidence feature) and
-    ``MIA_<feature>`` for the other features, all in %. Models with extra outputs
-    (BE's shadow class kept) are evaluated over all their logits.
+    Returns:
+        ``UA`` (100 − accuracy on D_f), ``RA`` (accuracy on D_r), ``TA`` (accuracy on the
+        test set without the forgotten classes), ``MIA`` (confidence feature) and
+        ``MIA_<feature>`` for the other features, all in %; and how the attack was fitted:
+        ``mia_members`` and ``mia_nonmembers`` (equal sizes), ``mia_seed`` (the split's
+        seed, which drew the subsample of the larger side), ``mia_subsampled`` (which side
+        was cut) and ``mia_blind`` (the features whose SVC predicted one class for every
+        shadow sample; each also raises a :class:`~salun.metrics.mia.BlindAttackWarning`).
+        Models with extra outputs (BE's shadow class kept) are evaluated over all logits.
     """
     forget = bundle.train.subset(split.forget)
     retain = bundle.train.subset(split.retain)
     test = bundle.test.subset(split.test_indices(bundle))
     lf, lr_, lt = (predict_logits(model, d, device) for d in (forget, retain, test))
-    out = {
+    out: dict[str, Any] = {
         "UA": 100.0 - accuracy(lf, forget.labels),
         "RA": accuracy(lr_, retain.labels),
         "TA": accuracy(lt, test.labels),
     }
-    # members: the first |test| samples of D_r in index order (split.retain is sorted)
-    n_members = min(len(test), len(retain))
+    shadow = balanced_shadow_sets(len(retain), len(test), split.seed)
+    m = torch.as_tensor(shadow.members)
+    nm = torch.as_tensor(shadow.nonmembers)
+    blind: list[str] = []
     out.update(
         mia_efficacy(
-            lr_[:n_members].softmax(1),
-            retain.labels[:n_members],
-            lt.softmax(1),
-            test.labels,
+            lr_[m].softmax(1),
+            retain.labels[m],
+            lt[nm].softmax(1),
+            test.labels[nm],
             lf.softmax(1),
             forget.labels,
             features=mia_features,
+            blind=blind,
         )
+    )
+    out.update(
+        mia_members=len(shadow.members),
+        mia_nonmembers=len(shadow.nonmembers),
+        mia_seed=shadow.seed,
+        mia_subsampled=shadow.subsampled,
+        mia_blind=blind,
     )
     return out
