@@ -16,6 +16,7 @@ from typing import Any
 
 from salun.errors import SalunError
 from salun.io import atomic_write_json
+from salun.validate import check_resolution
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -57,6 +58,8 @@ def _recipe(args: argparse.Namespace) -> dict[str, Any]:
         recipe["forget_class"] = args.forget_class
     if args.resolution is not None:
         recipe["resolution"] = args.resolution
+    if "resolution" in recipe:  # before any weights load: 0 used to run at 512
+        check_resolution("resolution", recipe["resolution"])
     return recipe
 
 
@@ -179,7 +182,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     cfg = SampleConfig(
         steps=args.steps,
         guidance=args.guidance,
-        resolution=args.resolution or 512,
+        resolution=512 if args.resolution is None else args.resolution,  # 0 is an error
         n_per_prompt=args.n_per_prompt,
         batch_size=args.batch_size,
         use_prompt_guidance=args.use_prompt_guidance,

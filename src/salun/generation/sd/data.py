@@ -24,6 +24,7 @@ import torch
 
 from salun.errors import DatasetNotFoundError, SalunError
 from salun.generation.sd.prompts import imagenette_classes, train_prompt
+from salun.validate import check_resolution
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 Source = Path | torch.Tensor  # a file, or a uint8 (3, H, W) tensor already in memory
@@ -69,6 +70,7 @@ class ImagePromptSet:
     replacements: list[str] | None = field(default=None)
 
     def __post_init__(self) -> None:
+        check_resolution("resolution", self.resolution)
         if len(self.sources) != len(self.prompts):
             raise SalunError(f"{len(self.sources)} images but {len(self.prompts)} prompts")
         for name in ("labels", "replacements"):

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from salun.errors import SalunError
+from salun.validate import check_choice, check_nonnegative, check_resolution
 from salun.generation.sd.deps import require
 from salun.generation.sd.losses import predict
 from salun.generation.sd.pipeline import encode_prompts
@@ -68,6 +69,9 @@ class ESDConfig(SDTrainConfig):
             raise SalunError("timestep_mapping must be 'reference' or 'matched'")
         if self.iterations < 1 or self.ddim_steps < 1:
             raise SalunError("iterations and ddim_steps must be >= 1")
+        check_resolution("resolution", self.resolution)
+        check_nonnegative("start_guidance", self.start_guidance)
+        check_choice("frozen_dtype", self.frozen_dtype, ("float32", "float16", "bfloat16"))
 
 
 def frozen_copy(unet: Any, dtype: torch.dtype = torch.float32) -> Any:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from salun.errors import SalunError
+from salun.validate import check_fields, check_resolution
 from salun.generation.sd.prompts import PromptItem
 from salun.io import atomic_write_bytes, atomic_write_text
 from salun.utils import progress
@@ -44,10 +45,10 @@ class SampleConfig:
     use_prompt_guidance: bool = False
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.steps < 1 or self.n_per_prompt < 1 or self.batch_size < 1:
             raise SalunError("steps, n_per_prompt and batch_size must be >= 1")
-        if self.resolution % 8:
-            raise SalunError(f"resolution must be a multiple of 8, got {self.resolution}")
+        check_resolution("resolution", self.resolution)
 
 
 def generate(

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from salun.errors import SalunError
+from salun.validate import check_fields, check_int, check_positive, check_seed
 from salun.generation.sd.deps import require
 from salun.generation.sd.params import PARAM_SETS, ParamSubset, restrict_mask, set_trainable
 from salun.masking import MODES, MaskedUpdate
@@ -62,6 +63,12 @@ class SDTrainConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        check_fields(self)  # types and finite floats first: `--set lr=nan` is the string 'nan'
+        if self.max_steps is not None:
+            check_int("max_steps", self.max_steps, 1)
+        if self.grad_clip is not None:
+            check_positive("grad_clip", self.grad_clip)
+        check_seed("seed", self.seed)
         checks = [
             (self.params in PARAM_SETS, f"params must be one of {PARAM_SETS}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
