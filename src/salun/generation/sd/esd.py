@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from salun.errors import SalunError
-from salun.validate import check_choice, check_nonnegative, check_resolution
 from salun.generation.sd.deps import require
 from salun.generation.sd.losses import predict
 from salun.generation.sd.pipeline import encode_prompts
 from salun.generation.sd.train import SDTrainConfig, SDTrainer, trainable_copy
 from salun.utils import progress, seed_everything
+from salun.validate import check_choice, check_nonnegative, check_resolution
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from salun.errors import SalunError
-from salun.validate import check_fields, check_resolution
 from salun.generation.sd.prompts import PromptItem
 from salun.io import atomic_write_bytes, atomic_write_text
 from salun.utils import progress
+from salun.validate import check_fields, check_resolution
 
 
 @dataclass(frozen=True)

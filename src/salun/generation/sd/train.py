@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from salun.errors import SalunError
-from salun.validate import check_fields, check_int, check_positive, check_seed
 from salun.generation.sd.deps import require
 from salun.generation.sd.params import PARAM_SETS, ParamSubset, restrict_mask, set_trainable
 from salun.masking import MODES, MaskedUpdate
+from salun.validate import check_fields, check_int, check_positive, check_seed
 
 OPTIMIZERS = ("adam", "adamw")
 PRECISIONS = ("no", "fp16", "bf16")
