@@ -19,6 +19,7 @@ import torch
 from salun.data.dataset import DataBundle
 from salun.errors import ArtifactError, SalunError
 from salun.io import atomic_write_json, sha256_bytes, stable_hash
+from salun.validate import check_seed
 
 SCENARIOS = ("random", "class")
 
@@ -126,6 +127,7 @@ def make_split(
         raise SalunError(f"unknown scenario {scenario!r}; choose 'random' or 'class'")
     if not 0.0 <= val_fraction < 1.0:
         raise SalunError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    check_seed("seed", seed)  # numpy refuses negative seeds with a ValueError
     rng = np.random.default_rng(seed)
     val = []
     if val_fraction > 0:
