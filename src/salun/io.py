@@ -355,6 +355,23 @@ def canonical_safetensors(data: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[8 + n :]
 
 
+PNG_TAG = b"Software\x00salun"
+
+
+def tag_png(data: bytes) -> bytes:
+    """Insert a ``tEXt`` chunk ``Software: salun`` after the PNG header chunk, so the output
+    policy can tell a PNG salun wrote (which ``--overwrite`` may replace) from a user's."""
+    import zlib
+
+    sig, ihdr_end = data[:8], 8 + 12 + int.from_bytes(data[8:12], "big")
+    if sig != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise ValueError("not a PNG")
+    chunk = b"tEXt" + PNG_TAG
+    crc = zlib.crc32(chunk).to_bytes(4, "big")
+    text = len(PNG_TAG).to_bytes(4, "big") + chunk + crc
+    return data[:ihdr_end] + text + data[ihdr_end:]
+
+
 def to_jsonable(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()

@@ -83,6 +83,16 @@ def _is_png_by_salun(p: Path) -> bool:
         return False
 
 
+def _npz_format(p: Path) -> str | None:
+    import numpy as np
+
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return str(z["salun_format"]) if "salun_format" in z.files else None
+    except Exception:
+        return None
+
+
 def _has(*names: str) -> Callable[[Path], bool]:
     return lambda p: all((p / n).is_file() for n in names)
 
@@ -104,11 +114,19 @@ register_kind(
 )
 register_kind("mask", is_dir=False, what="salun mask file", recognise=_is_mask)
 register_kind("bench", is_dir=True, what="salun benchmark folder", recognise=_has("bench.json"))
+# JSON records of evaluations (their writers put one of these in ``format``).
+RECORD_FORMATS = ("salun-gen-eval-1", "salun-sd-eval-1")
 register_kind(
     "record",
     is_dir=False,
     what="salun JSON record",
-    recognise=lambda p: p.is_file() and _json(p).get("salun_record") is True,
+    recognise=lambda p: p.is_file() and _json(p).get("format") in RECORD_FORMATS,
+)
+register_kind(
+    "samples-npz",
+    is_dir=False,
+    what="salun samples .npz",
+    recognise=lambda p: _npz_format(p) == "salun-samples-1",
 )
 register_kind("grid", is_dir=False, what="salun PNG grid", recognise=_is_png_by_salun)
 register_kind(

@@ -32,6 +32,7 @@ from salun.generation.ddpm_train import DDPMTrainConfig
 from salun.generation.ddpm_unlearn import METHODS, GenUnlearnConfig
 from salun.generation.gen_evaluate import GenEvalConfig
 from salun.generation.sampler import SamplerConfig
+from salun.outputs import add_overwrite_flag, claim_output
 from salun.validate import check_each, check_int
 
 SECTIONS = ("model", "train", "mask", "unlearn", "sample", "evaluate")
@@ -123,6 +124,7 @@ def add_gen_subcommands(subparsers) -> None:
     add_dataclass_args(p, DenoiserConfig, skip=ARCH_SKIP)
     add_dataclass_args(p, DDPMTrainConfig)
     p.set_defaults(handler=cmd_train)
+    add_overwrite_flag(p)
 
     p = sub.add_parser("mask", help="SalUn saliency mask of a DDPM for one class")
     _common(p, forget=True)
@@ -133,6 +135,7 @@ def add_gen_subcommands(subparsers) -> None:
     add_dataclass_args(p, DDPMMaskConfig)
     p.set_defaults(handler=cmd_mask)
 
+    add_overwrite_flag(p)
     p = sub.add_parser("unlearn", help="forget a class: salun, rl, ga, esd or retrain")
     _common(p, forget=True)
     _weights(p)
@@ -145,6 +148,7 @@ def add_gen_subcommands(subparsers) -> None:
     add_dataclass_args(p, GenUnlearnConfig)
     p.set_defaults(handler=cmd_unlearn)
 
+    add_overwrite_flag(p)
     p = sub.add_parser("sample", help="generate images per class and save a PNG grid")
     _common(p)
     _weights(p)
@@ -156,6 +160,7 @@ def add_gen_subcommands(subparsers) -> None:
     add_dataclass_args(p, SamplerConfig)
     p.set_defaults(handler=cmd_sample)
 
+    add_overwrite_flag(p)
     p = sub.add_parser("evaluate", help="UA, retained accuracy, feature FD (+ Inception FID)")
     _common(p, forget=True)
     _weights(p)
@@ -167,6 +172,7 @@ def add_gen_subcommands(subparsers) -> None:
     add_dataclass_args(p, GenEvalConfig)
     add_dataclass_args(p, SamplerConfig)
     p.set_defaults(handler=cmd_evaluate)
+    add_overwrite_flag(p)
 
 
 def _say(args, text: str) -> None:
@@ -185,6 +191,8 @@ def cmd_train(args) -> None:
     meta = train_to_folder(
         data,
         arch,
+    # --resume continues an existing DDPM folder: that is its normal use, not a replace.
+    claim_output(args.out, "ddpm", overwrite=args.overwrite or args.resume, inputs=[data])
         cfg,
         args.out,
         exclude_class=args.exclude_class,
@@ -205,6 +213,7 @@ def cmd_mask(args) -> None:
     record = mask_to_file(
         args.model,
         _require(_pick(args, preset, "forget_class"), "--forget-class"),
+    claim_output(args.out, "mask", overwrite=args.overwrite, inputs=[args.model])
         cfg,
         args.out,
         weights=_pick(args, preset, "weights", "model"),
@@ -225,6 +234,13 @@ def cmd_unlearn(args) -> None:
     if method == "retrain":
         # Retrain = the Original's recorded recipe and architecture on D_r only (a preset's
         # train section, if given, overrides the recorded values)
+    # Retrain resumes an unfinished --out folder of its own kind, as `gen train --resume`.
+    claim_output(
+        args.out,
+        "ddpm",
+        overwrite=args.overwrite or method == "retrain",
+        inputs=[args.model, args.mask],
+    )
         meta = read_denoiser_meta(args.model)
         recorded = {k: v for k, v in meta.get("train", {}).items() if k in TRAIN_FIELDS}
         recorded.update(section(preset, "train", DDPMTrainConfig))
@@ -285,6 +301,9 @@ def cmd_sample(args) -> None:
     dev = resolve_device(_pick(args, preset, "device", "auto"))
     weights = weights_for(args.model, _pick(args, preset, "weights", "model"))
     model, meta = load_denoiser(args.model, dev, weights=weights)
+    claim_output(args.out, "grid", overwrite=args.overwrite, inputs=[args.model])
+    if args.npz:
+        claim_output(args.npz, "samples-npz", overwrite=args.overwrite, inputs=[args.model])
     classes = args.classes if args.classes else list(range(model.num_classes))
     check_each("--classes", classes, check_int, 0, model.num_classes - 1)
     labels = torch.tensor([c for c in classes for _ in range(args.n_per_class)])
@@ -301,7 +320,8 @@ def cmd_sample(args) -> None:
 
         def write_npz(tmp: str) -> None:
             with open(tmp, "wb") as f:
-                np.savez(f, images=images.numpy(), labels=labels.numpy())
+                fmt = np.array("salun-samples-1")  # recognised by the output policy
+                np.savez(f, images=images.numpy(), labels=labels.numpy(), salun_format=fmt)
 
         atomic_write(args.npz, write_npz)
     _say(args, f"wrote {args.out}: {len(images)} samples ({cfg.steps} steps, w={cfg.guidance})")
@@ -316,6 +336,11 @@ def cmd_evaluate(args) -> None:
     record = evaluate_folder(
         args.model,
         args.classifier,
+    inputs = [args.model, args.classifier]
+    if args.grid:
+        claim_output(args.grid, "grid", overwrite=args.overwrite, inputs=inputs)
+    if args.out:
+        claim_output(args.out, "record", overwrite=args.overwrite, inputs=inputs)
         _require(_pick(args, preset, "forget_class"), "--forget-class"),
         eval_cfg,
         sampler,

@@ -260,5 +260,5 @@ def evaluate_folder(
         save_class_grid(grid, images, labels, names=list(bundle.classes))
         record["grid"] = str(grid)
     if out is not None:
-        atomic_write_json(out, record)
+        atomic_write_json(out, {"format": "salun-gen-eval-1", **record})
     return record

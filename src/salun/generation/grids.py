@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from salun.errors import SalunError
-from salun.io import atomic_write_bytes
+from salun.io import atomic_write_bytes, tag_png
 
 
 def class_grid(
@@ -60,5 +60,5 @@ def save_class_grid(path: str | Path, images: torch.Tensor, labels: torch.Tensor
         classes = sorted(set(labels.tolist()))
     buf = io.BytesIO()
     class_grid(images, labels, classes, **kwargs).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, tag_png(buf.getvalue()))  # tagged: see salun.outputs
     return Path(path)

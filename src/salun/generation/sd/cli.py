@@ -16,6 +16,7 @@ from typing import Any
 
 from salun.errors import SalunError
 from salun.io import atomic_write_json
+from salun.outputs import add_overwrite_flag, claim_output
 from salun.validate import check_resolution
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -79,6 +80,7 @@ def cmd_mask(args: argparse.Namespace) -> int:
     from salun.generation.sd.recipe import task_data
     from salun.saliency import mask_density, save_mask
 
+    claim_output(args.out, "mask", overwrite=args.overwrite, inputs=[args.model])
     recipe = _recipe(args)
     m = dict(recipe.get("mask") or {})
     keep = args.keep if args.keep is not None else float(m.get("keep", 0.5))
@@ -119,6 +121,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from salun.generation.sd.unlearn import make_config, run_unlearning
     from salun.saliency import load_mask
 
+    claim_output(args.out, "sd-unet", overwrite=args.overwrite, inputs=[args.model, args.mask])
     recipe = _recipe(args)
     method = args.method or recipe.get("method", "salun")
     values = dict((recipe.get("methods") or {}).get(method) or {})
@@ -177,7 +180,12 @@ def _prompt_items(args: argparse.Namespace):
 def cmd_generate(args: argparse.Namespace) -> int:
     from salun.generation.sd.generate import SampleConfig, generate, save_folder
     from salun.generation.sd.grid import save_grid
+    from salun.io import atomic_dir
 
+    inputs = [args.model, args.unet]
+    claim_output(args.out, "sd-samples", overwrite=args.overwrite, inputs=inputs)
+    if args.grid:
+        claim_output(args.grid, "grid", overwrite=args.overwrite, inputs=inputs)
     items = _prompt_items(args)
     cfg = SampleConfig(
         steps=args.steps,
@@ -189,7 +197,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     )
     pipe = _pipe(args, unet=args.unet, scheduler=args.scheduler)
     images, meta = generate(pipe, items, cfg, quiet=args.quiet)
-    save_folder(args.out, images, meta)
+    # Built aside and swapped in whole: a rerun never mixes old and new images.
+    atomic_dir(args.out, lambda tmp: save_folder(tmp, images, meta))
     if args.grid:
         save_grid(args.grid, images[: args.grid_max], ncol=min(args.n_per_prompt, 8) or 8)
     _print({"out": str(args.out), "images": len(images), "config": asdict(cfg)})
@@ -214,6 +223,7 @@ def _folder_images(path: str):
 def cmd_eval_nudity(args: argparse.Namespace) -> int:
     from salun.generation.sd.nudity import EXPOSED_CLASSES, nudity_counts
 
+    _claim_json(args)
     files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() == ".png")
     if not files:
         raise SalunError(f"no PNG images in {args.images}")
@@ -227,6 +237,7 @@ def cmd_eval_nudity(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_classes(args: argparse.Namespace) -> int:
+    _claim_json(args)
     from salun.generation.sd.classify import (
         class_forgetting_accuracy,
         imagenet_map,
@@ -259,6 +270,7 @@ def cmd_eval_classes(args: argparse.Namespace) -> int:
 def cmd_eval_fid(args: argparse.Namespace) -> int:
     from salun.generation.sd.fid import fid_report
 
+    _claim_json(args)
     _, gen = _folder_images(args.images)
     data, real = _folder_images(args.real)
     if args.exclude_label is not None and data.labels is not None:
@@ -269,9 +281,15 @@ def cmd_eval_fid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claim_json(args: argparse.Namespace) -> None:
+    if args.json_out:
+        inputs = [args.images, getattr(args, "real", None)]
+        claim_output(args.json_out, "record", overwrite=args.overwrite, inputs=inputs)
+
+
 def _finish(args: argparse.Namespace, res: dict) -> None:
     if args.json_out:
-        atomic_write_json(args.json_out, res)
+        atomic_write_json(args.json_out, {"format": "salun-sd-eval-1", **res})
     _print(res)
 
 
@@ -311,6 +329,7 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--params", choices=("full", "xattn"), default=None)
     p.add_argument("--guidance", type=float, default=7.5, help="w of (1+w)ε(c) − wε(∅)")
     p.add_argument("--batch-size", type=int, default=8)
+    add_overwrite_flag(p)
     p.set_defaults(func=cmd_mask)
 
     p = sub.add_parser("unlearn", help="run salun | rl | ga | esd | fmn and save the UNet")
@@ -322,6 +341,7 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
     p.add_argument("--gradient-checkpointing", action="store_true")
+    add_overwrite_flag(p)
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("generate", help="sample images for prompts into a folder")
@@ -341,6 +361,7 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--grid", help="also write an image grid PNG")
     p.add_argument("--grid-max", type=int, default=64)
+    add_overwrite_flag(p)
     p.set_defaults(func=cmd_generate)
 
     ev = sub.add_parser("evaluate", help="nudity | classes | fid on a generated folder")
@@ -368,4 +389,5 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval_fid)
     for p in evs.choices.values():
         p.add_argument("--json-out", help="also write the result as JSON")
+        add_overwrite_flag(p)
     return sd

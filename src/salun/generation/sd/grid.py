@@ -8,7 +8,7 @@ import torch
 
 from salun.errors import SalunError
 from salun.generation.sd.generate import png_bytes
-from salun.io import atomic_write_bytes
+from salun.io import atomic_write_bytes, tag_png
 
 
 def image_grid(images: torch.Tensor, ncol: int = 8, pad: int = 2) -> torch.Tensor:
@@ -28,5 +28,5 @@ def image_grid(images: torch.Tensor, ncol: int = 8, pad: int = 2) -> torch.Tenso
 
 def save_grid(path: str | Path, images: torch.Tensor, ncol: int = 8) -> Path:
     """Write :func:`image_grid` as a PNG, atomically."""
-    atomic_write_bytes(path, png_bytes(image_grid(images, ncol)))
+    atomic_write_bytes(path, tag_png(png_bytes(image_grid(images, ncol))))  # see salun.outputs
     return Path(path)
