@@ -142,6 +142,11 @@ def to_nchw(images: np.ndarray, *, source: str) -> torch.Tensor:
     else:
         raise SalunError(f"{source}: images must have 3 or 4 dimensions, got shape {a.shape}")
     if a.dtype != np.uint8:
+        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise SalunError(f"{source}: pixels must be integers or floats, got {a.dtype}")
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad = int(np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))[0])
+            raise SalunError(f"{source}: image {bad} holds NaN or infinite pixels")
         if np.issubdtype(a.dtype, np.floating) and a.size and a.max() <= 1.0 and a.min() >= 0:
             a = np.rint(a * 255.0)
         if a.size and (a.min() < 0 or a.max() > 255):

@@ -39,6 +39,17 @@ CIFAR100_CLASSES = (
     "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
 )  # fmt: skip
 
+def _frombuffer(buf: object, dtype: object, shape: object, order: str = "C") -> np.ndarray:
+    """What protocol-5 array pickles call (numpy's ``_frombuffer``), limited to plain data:
+    an object dtype would mean Python objects, which a CIFAR batch never holds."""
+    dt = np.dtype(dtype)
+    if dt.hasobject:
+        raise SalunError(f"refusing an array of Python objects (dtype {dt})")
+    if order not in ("C", "F"):
+        raise SalunError(f"refusing an array with memory order {order!r}")
+    return np.frombuffer(buf, dtype=dt).reshape(shape, order=order)
+
+
 # numpy's array pickles name these callables; the reconstruct function moved from
 # numpy.core to numpy._core in numpy 2, so take it from ndarray.__reduce__ itself.
 _ALLOWED = {
@@ -46,6 +57,9 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): np.empty(0).__reduce__()[0],
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    # protocol 5 (pickle.dumps(..., protocol=5)) rebuilds arrays from raw buffers instead
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
     ("_codecs", "encode"): codecs.encode,
 }
 

@@ -21,6 +21,9 @@ from salun.errors import SalunError
 
 _EXTENSIONS = {".jpeg", ".jpg", ".png"}
 DEFAULT_SIZE = 64
+# A decompression bomb (a small file that decodes to gigapixels) is refused from its header,
+# before decoding: 40 megapixels is above any camera photo a dataset would hold.
+MAX_PIXELS = 40_000_000
 
 
 def image_size() -> int:
@@ -44,9 +47,14 @@ def _read_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with Image.open(path) as im:  # reads the header only
             w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise SalunError(
+                    f"image {path} is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit "
+                    "(a decompression bomb, or an image far larger than a dataset needs)"
+                )
+            im = im.convert("RGB")
             if (w, h) != (size, size):
                 scale = size / min(w, h)
                 nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
@@ -54,7 +62,9 @@ def _read_image(path: Path, size: int) -> np.ndarray:
                 left, top = (nw - size) // 2, (nh - size) // 2
                 im = im.crop((left, top, left + size, top + size))
             return np.asarray(im, dtype=np.uint8)
-    except OSError as e:
+    except Image.DecompressionBombError as e:
+        raise SalunError(f"image {path} refused as a decompression bomb: {e}") from None
+    except (OSError, ValueError) as e:  # ValueError: e.g. an oversized PNG text chunk
         raise SalunError(f"cannot read image {path}: {e}") from None
 
 
@@ -84,6 +94,18 @@ def _from_class_folders(split_dir: Path, index: dict[str, int], size: int) -> Im
     return _load(files, labels, size, str(split_dir))
 
 
+def _inside(name: str, val_dir: Path, line: int) -> Path:
+    """An annotation's file name, confined to ``val/images/``: an absolute path or one
+    with ``..`` would read a file from outside the dataset into the test set."""
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise SalunError(
+            f"{val_dir / 'val_annotations.txt'} line {line}: image {name!r} is outside "
+            f"{val_dir / 'images'}; entries must be file names relative to that folder"
+        )
+    return rel
+
+
 def _from_annotations(val_dir: Path, index: dict[str, int], size: int) -> ImageDataset:
     """Tiny ImageNet's val: ``val_annotations.txt`` lines ``file<TAB>wnid<TAB>box...``."""
     files: list[Path] = []
@@ -97,7 +119,7 @@ def _from_annotations(val_dir: Path, index: dict[str, int], size: int) -> ImageD
                 f"{val_dir / 'val_annotations.txt'} line {n}: expected 'file<TAB>class' with a "
                 f"class from train/, got {line[:80]!r}"
             )
-        files.append(val_dir / "images" / parts[0])
+        files.append(val_dir / "images" / _inside(parts[0], val_dir, n))
         labels.append(index[parts[1]])
     return _load(files, labels, size, str(val_dir))
 

@@ -46,6 +46,28 @@ def _labels(y: np.ndarray, key: str, path: Path) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
+def _check_label_range(
+    y_train: torch.Tensor, y_test: torch.Tensor, classes: tuple[str, ...] | None, path: Path
+) -> None:
+    """Labels are class indices 0..K-1. K is the length of ``classes`` when the file has
+    one; otherwise the number of distinct training labels, which must then be exactly
+    0..K-1 (labels 100..104 for five classes would silently make a 105-class model)."""
+    if classes is not None:
+        k, how = len(classes), f"the file's {len(classes)} classes"
+    else:
+        seen = torch.unique(y_train)
+        k, how = len(seen), f"{len(seen)} distinct training labels"
+        if len(y_train) and (seen != torch.arange(k)).any():
+            raise SalunError(
+                f"{path}: y_train labels must be 0..{k - 1} ({how}), found "
+                f"{int(seen.min())}..{int(seen.max())}; relabel them or add a classes array"
+            )
+    for key, y in (("y_train", y_train), ("y_test", y_test)):
+        bad = y[(y < 0) | (y >= k)]
+        if len(bad):
+            raise SalunError(f"{path}: {key} holds label {int(bad[0])}, outside [0, {k}) ({how})")
+
+
 def _classes(arrays: dict[str, np.ndarray], path: Path) -> tuple[str, ...] | None:
     if "classes" not in arrays:
         return None
@@ -77,10 +99,10 @@ def load_npz(root: Path | None, arg: str | None) -> DataBundle:
             f"{path} lacks {', '.join(missing)}; it has {', '.join(sorted(arrays)) or 'nothing'}"
         )
     source = str(path)
-    train = ImageDataset(
-        to_nchw(arrays["x_train"], source=source), _labels(arrays["y_train"], "y_train", path)
-    )
-    test = ImageDataset(
-        to_nchw(arrays["x_test"], source=source), _labels(arrays["y_test"], "y_test", path)
-    )
-    return make_bundle(path.stem, train, test, _classes(arrays, path), flip=True)
+    classes = _classes(arrays, path)
+    y_train = _labels(arrays["y_train"], "y_train", path)
+    y_test = _labels(arrays["y_test"], "y_test", path)
+    _check_label_range(y_train, y_test, classes, path)
+    train = ImageDataset(to_nchw(arrays["x_train"], source=f"{source}: x_train"), y_train)
+    test = ImageDataset(to_nchw(arrays["x_test"], source=f"{source}: x_test"), y_test)
+    return make_bundle(path.stem, train, test, classes, flip=True)
