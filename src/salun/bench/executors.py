@@ -3,11 +3,19 @@
 ``local`` runs them one after another in this process. ``ray`` submits each as a Ray
 remote task (with a CPU/GPU request) to an existing cluster or to a local instance started
 here; the driver still writes every record, so the store has a single writer.
+
+Connecting to a cluster is bounded: ``ray.init`` itself retries an unreachable address for
+many minutes, so the address is first probed with a plain TCP connect (a few seconds), and
+the whole connection gets :data:`RAY_CONNECT_TIMEOUT_S`; either failure is one clear error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from salun.bench.plan import Task
@@ -16,6 +24,8 @@ from salun.errors import SalunError
 
 OnDone = Callable[[Task, dict[str, Any]], None]
 EXECUTORS = ("local", "ray")
+RAY_PROBE_TIMEOUT_S = 5.0  # the TCP probe of --ray-address
+RAY_CONNECT_TIMEOUT_S = 30.0  # the whole ray.init on an existing cluster
 
 
 class Executor(Protocol):
@@ -77,7 +87,15 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
-                ray.init(address=address, **kwargs)
+                probe_address(address)
+                with _deadline(RAY_CONNECT_TIMEOUT_S, f"connecting to Ray at {address}"):
+                    try:
+                        ray.init(address=address, **kwargs)
+                    except (ConnectionError, RuntimeError, TimeoutError, ValueError) as e:
+                        raise SalunError(
+                            f"cannot connect to the Ray cluster at {address}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                        ) from None
             else:
                 ray.init(num_cpus=local_cpus, **kwargs)
                 self._started = True
@@ -121,6 +139,55 @@ class RayExecutor:
     def close(self) -> None:
         if self._started:
             self._ray.shutdown()
+
+
+def probe_address(address: str, timeout: float = RAY_PROBE_TIMEOUT_S) -> None:
+    """Fail fast unless ``host:port`` (or ``ray://host:port``) accepts a TCP connection.
+
+    ``auto`` (find a cluster started on this machine) is left to Ray, which answers quickly.
+    """
+    if address == "auto":
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not host or not port.isdigit():
+        raise SalunError(f"--ray-address {address!r}: use HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else e.strerror or str(e)
+        raise SalunError(
+            f"cannot reach the Ray cluster at {address}: {why} (connect timeout "
+            f"{timeout:g} s); check --ray-address, or leave it out to start a local Ray"
+        ) from None
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float, what: str) -> Iterator[None]:
+    """Turn a call that outlives ``seconds`` into a SalunError (main thread only: SIGALRM)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "setitimer"
+    ):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Timeout:
+        raise SalunError(f"{what}: no answer within {seconds:g} s") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def make_executor(

@@ -4,6 +4,11 @@ A folder holds the results of exactly one config (by hash): rerunning the same c
 resumes, while another config is refused instead of mixing results. Each invocation
 ("session") records its command, hardware, executor, status and wall time; a heartbeat
 after every record keeps the wall time of a killed session close to the truth.
+
+Sessions are only written under the folder's lock (see ``lock.py``), so each invocation
+appends its own entry to the entries already there: ``bench.json`` keeps every session.
+A session still marked ``running`` when the next one starts belongs to a process that
+died (it no longer holds the lock): it is marked ``died``, ended at its last heartbeat.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from salun.io import atomic_write_json
 
 BENCH_FILE = "bench.json"
 BENCH_FORMAT = "salun-bench-1"
+RUNNING, DIED = "running", "died"
 
 
 def now() -> str:
@@ -47,20 +53,47 @@ def bench_config(root: str | Path) -> BenchConfig:
     return config_from_dict(read_bench(root)["config"])
 
 
+def check_same_config(root: str | Path, cfg: BenchConfig) -> dict[str, Any] | None:
+    """The folder's ``bench.json`` (None for a new folder); another config is an error."""
+    root = Path(root)
+    if not (root / BENCH_FILE).is_file():
+        return None
+    data = read_bench(root)
+    if data.get("config_hash") != cfg.hash():
+        raise SalunError(
+            f"{root} holds results of another config (hash {data.get('config_hash')}, this "
+            f"one {cfg.hash()}); choose a new --out folder, or delete that one to start over"
+        )
+    return data
+
+
+def mark_died(data: dict[str, Any]) -> int:
+    """Mark the ``running`` sessions of ``data`` as ``died``; returns how many.
+
+    Only call this while holding the folder's lock: then no live process owns them."""
+    n = 0
+    for s in data.get("sessions", []):
+        if s.get("status") == RUNNING:
+            s["status"] = DIED
+            s["ended_at"] = s.get("updated_at") or s.get("started_at")
+            n += 1
+    return n
+
+
 class Session:
-    """One invocation of the benchmark on a folder."""
+    """One invocation of the benchmark on a folder (create it while holding the lock).
+
+    Attributes:
+        died: how many earlier sessions were found ``running`` and marked ``died``.
+    """
 
     def __init__(self, root: str | Path, cfg: BenchConfig, info: dict[str, Any]) -> None:
         self.root = Path(root)
         self.file = self.root / BENCH_FILE
-        if self.file.is_file():
-            self.data = read_bench(self.root)
-            if self.data["config_hash"] != cfg.hash():
-                raise SalunError(
-                    f"{self.root} holds results of another config (hash "
-                    f"{self.data['config_hash']}, this one {cfg.hash()}); choose a new --out "
-                    "folder, or delete that one to start over"
-                )
+        data = check_same_config(self.root, cfg)
+        if data is not None:
+            self.data = data
+            self.data.setdefault("sessions", [])
         else:
             self.data = {
                 "format": BENCH_FORMAT,
@@ -69,10 +102,12 @@ class Session:
                 "created_at": now(),
                 "sessions": [],
             }
+        self.died = mark_died(self.data)
         self.t0 = time.perf_counter()
         self.entry = {
             "started_at": now(),
-            "status": "running",
+            "status": RUNNING,
+            "pid": os.getpid(),
             "wall_s": 0.0,
             "host": platform.node(),
             "platform": platform.platform(),

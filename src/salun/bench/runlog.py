@@ -1,0 +1,146 @@
+"""What ``salun bench`` prints while it runs: one line per finished run, readable in a log.
+
+A redirected log (``scripts/main.sh > log``) gets plain lines only: progress bars, which
+are carriage-return animations, are drawn only when stderr is a terminal (then the lines
+are written above the bar). Each line names the run, its status and duration, the overall
+count and the stage's ETA.
+
+The ETA is per stage (original, retrain, tune, final), from the mean time per finished run
+of that stage in this session: stages differ by orders of magnitude (training an original
+model vs a few unlearning epochs), so a rate over the whole grid is meaningless. The time
+per run is the interval between completions, which is a run's duration when runs execute
+one after another and the throughput when Ray runs them in parallel. Runs answered from a
+cache (a reused model, a reused search run) take no time and are left out of the mean.
+Until one run of the stage has finished, the ETA is "unknown".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from salun.utils import progress
+
+STAGE_NAMES = {"original": "original models", "retrain": "Retrain", "tune": "lr search",
+               "final": "final runs"}  # fmt: skip
+
+
+def format_eta(seconds_left: float, now: dt.datetime) -> str:
+    """``ETA 10:44:12 (in 3 min)``; a date is added when it is not today."""
+    at = now + dt.timedelta(seconds=seconds_left)
+    clock = at.strftime("%H:%M:%S") if at.date() == now.date() else at.strftime("%Y-%m-%d %H:%M")
+    return f"ETA {clock} (in {format_duration(seconds_left)})"
+
+
+def format_duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    return f"{s // 3600:.0f} h {s % 3600 / 60:02.0f} min"
+
+
+class RunLog:
+    """The benchmark's progress output.
+
+    Args:
+        total: every run of the grid.
+        done: runs already recorded (a resumed folder).
+        quiet: print nothing (errors and the final line are the caller's).
+        stream: where to write (stderr).
+        clock: seconds, monotonic (tests pass a fake one).
+        wallclock: the local time the ETA is added to.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        done: int = 0,
+        *,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], dt.datetime] = dt.datetime.now,
+    ) -> None:
+        self.total, self.done, self.quiet = total, done, quiet
+        self.stream = stream or sys.stderr
+        self.clock, self.wallclock = clock, wallclock
+        self.stage: str | None = None
+        self.stage_todo = self.stage_done = 0
+        self.intervals: list[float] = []
+        self._last = clock()
+        self.bar = None
+        if not quiet and _isatty(self.stream):
+            self.bar = progress(total=total, desc="bench", leave=False)
+            self.bar.update(done)
+
+    def say(self, text: str) -> None:
+        """One line (above the bar on a terminal)."""
+        if self.quiet:
+            return
+        if self.bar is not None and not self.bar.disable:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def skipped(self) -> None:
+        """Say how many finished runs a resumed folder already holds."""
+        if self.done:
+            self.say(f"resuming: {self.done} finished runs skipped, {self.total - self.done} to do")
+
+    def start_stage(self, stage: str, todo: int) -> None:
+        self.stage, self.stage_todo, self.stage_done = stage, todo, 0
+        self.intervals = []
+        self._last = self.clock()
+        if todo:
+            name = STAGE_NAMES.get(stage, stage)
+            self.say(f"stage {name}: {todo} run{'s' * (todo != 1)} to do, ETA unknown")
+
+    def finished(self, key: str, status: str, *, cached: bool = False) -> None:
+        """Log one finished run (``cached``: answered from a cache, left out of the ETA)."""
+        t = self.clock()
+        took = t - self._last  # wall time since the previous completion
+        if not cached:
+            self.intervals.append(took)
+        self._last = t
+        self.done += 1
+        self.stage_done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(key)
+        how = "cached" if cached else f"{took:.1f} s"
+        self.say(f"[{self.done}/{self.total}] {key} {status} ({how}); {self.eta()}")
+
+    def derived(self, key: str, status: str) -> None:
+        """Log a record made without running anything (a reused identical run)."""
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        self.say(f"[{self.done}/{self.total}] {key} {status} (no run)")
+
+    def eta(self) -> str:
+        """The current stage's progress and ETA."""
+        name = STAGE_NAMES.get(self.stage or "", self.stage or "")
+        left = self.stage_todo - self.stage_done
+        head = f"{name} {self.stage_done}/{self.stage_todo}"
+        if left <= 0:
+            return f"{head}, stage done"
+        if not self.intervals:
+            return f"{head}, ETA unknown"
+        mean = sum(self.intervals) / len(self.intervals)
+        return f"{head}, stage {format_eta(mean * left, self.wallclock())}"
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
