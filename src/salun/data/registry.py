@@ -73,7 +73,8 @@ def canonical_spec(spec: str) -> str:
     built-in dataset (``digits.npz``) is never taken for it."""
     name, sep, arg = spec.partition(":")
     name = name.strip().lower()
-    if sep and arg and name in PATH_SOURCES:
+    if sep and arg and name in PATH_SOURCES and Path(arg).expanduser().exists():
+        # (a relative path that is not here is looked up in the search folders: kept as is)
         return f"{name}:{Path(arg).expanduser().resolve()}"
     return f"{name}{sep}{arg}"
 
