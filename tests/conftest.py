@@ -9,6 +9,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    # `cuda` tests need a GPU: without one they are skipped (and counted as skipped)
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu/check.sh runs these)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def synthetic():
     from salun.data.sources.synthetic import synthetic_bundle

@@ -79,10 +79,17 @@ class MaskedUpdate:
                     if torch.is_tensor(v) and v.shape == p.shape:
                         v.mul_(mf)
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """``mask_grads``, ``optimizer.step()``, then (strict) ``restore``."""
+    def step(
+        self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None
+    ) -> None:
+        """``mask_grads``, ``optimizer.step()`` (through ``scaler`` for fp16: it unscales,
+        and skips steps with inf/NaN gradients), then (strict) ``restore``."""
         self.mask_grads()
-        optimizer.step()
+        if scaler is not None and scaler.is_enabled():
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         if self.mode == "strict":
             self.restore(optimizer)
 

@@ -16,6 +16,14 @@ from torch import nn
 
 from salun.data import Augment, ImageDataset, iterate_batches, num_batches
 from salun.errors import SalunError
+from salun.precision import (
+    autocast,
+    current_policy,
+    grad_scaler,
+    on_device,
+    prepare_input,
+    prepare_model,
+)
 from salun.utils import progress, seed_everything
 from salun.validate import (
     check_choice,
@@ -85,6 +93,7 @@ class TrainResult:
     model: nn.Module
     history: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
+    device_policy: dict = field(default_factory=dict)  # precision etc. (salun.precision)
 
 
 def make_scheduler(
@@ -154,7 +163,10 @@ def train_supervised(
     if cfg.val_best and (val is None or len(val) == 0):
         raise SalunError("val_best needs a validation split (make the split with val_fraction > 0)")
     gen = seed_everything(cfg.seed)
-    model.to(device).train()
+    # device policy (docs/gpu.md): memory format, compile; the data resident on the device
+    prepare_model(model, device).train()
+    train = on_device(train, device)
+    scaler = grad_scaler(device)  # fp16 only; otherwise a pass-through
     opt = torch.optim.SGD(
         model.parameters(),
         lr=cfg.lr,
@@ -165,26 +177,36 @@ def train_supervised(
     spe = num_batches(len(train), cfg.batch_size)
     sched = make_scheduler(opt, cfg.schedule, cfg.epochs * spe, spe, cfg.milestones, cfg.gamma)
     aug = Augment(pad=cfg.pad, flip=flip_allowed) if cfg.augment else None
-    result = TrainResult(model)
+    result = TrainResult(model, device_policy=current_policy().as_record())
     best_acc, best_state = -1.0, None
     bar = progress(total=cfg.epochs * spe, desc=desc, quiet=quiet)
     for epoch in range(cfg.epochs):
-        total, correct, loss_sum = 0, 0, 0.0
+        # loss and hits add up on the device and are read once per epoch: no host sync
+        # per step (a NaN loss poisons the sum and stops the run at the epoch's end)
+        total = 0
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for x, y in iterate_batches(
             train, cfg.batch_size, shuffle=True, generator=gen, device=device, augment=aug
         ):
-            out = model(x)
-            loss = F.cross_entropy(out, y)
-            check_finite(loss, f"training epoch {epoch + 1}")
+            with autocast(device):
+                out = model(prepare_input(x))
+                loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)  # opt.step(), unscaled first under fp16
+            scaler.update()
             sched.step()
-            loss_sum += loss.item() * len(y)
-            correct += (out.argmax(1) == y).sum().item()
+            loss_sum += loss.detach().double() * len(y)  # as the float64 sum it replaced
+            correct += (out.argmax(1) == y).sum()
             total += len(y)
             bar.update(1)
-        rec = {"epoch": epoch + 1, "loss": loss_sum / total, "train_acc": 100.0 * correct / total}
+        check_finite(loss_sum, f"training epoch {epoch + 1}")
+        rec = {
+            "epoch": epoch + 1,
+            "loss": float(loss_sum) / total,
+            "train_acc": 100.0 * int(correct) / total,
+        }
         if val is not None and len(val):
             rec["val_acc"] = quick_accuracy(model, val, device)
             if cfg.val_best and rec["val_acc"] > best_acc:

@@ -7,13 +7,14 @@ MultiStepLR milestones 91/136 are never reached in ≤ 10 epochs), batch 256, sh
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from salun.data import Augment, ImageDataset, iterate_batches
 from salun.masking import MODES, MaskedUpdate
+from salun.precision import autocast_train_forward, current_policy, grad_scaler, prepare_model
 from salun.train import check_finite
 from salun.validate import (
     check_choice,
@@ -76,6 +77,12 @@ class Stepper:
         self, model: nn.Module, cfg: SGDConfig, mask: Mapping[str, torch.Tensor] | None, params=None
     ) -> None:
         self.model = model
+        # the device policy (docs/gpu.md): memory format and deterministic pooling before
+        # the optimizer and the mask see the parameters; train-mode forwards autocast
+        device = next(model.parameters(), torch.empty(0)).device
+        prepare_model(model, device, replace(current_policy(), compile=False))
+        autocast_train_forward(model)
+        self.scaler = grad_scaler(device)  # fp16 only; otherwise a pass-through
         self.optimizer = torch.optim.SGD(
             params if params is not None else model.parameters(),
             lr=cfg.lr,
@@ -90,8 +97,8 @@ class Stepper:
     def step(self, loss: torch.Tensor, where: str = "unlearning") -> None:
         check_finite(loss, where)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.masked.step(self.optimizer)
+        self.scaler.scale(loss).backward()
+        self.masked.step(self.optimizer, self.scaler)
         self.after_step()
 
     def after_step(self) -> None:
