@@ -5,7 +5,8 @@ Stages, so that two one-thread processes can share the work:
 
     P=benchmarks/regime/mechanism.py; A="--arch resnet18 --width 0.125 --n-train 2500 ..."
     python $P $A --stage original & python $P $A --stage retrain; wait
-    python $P $A --stage unlearn --runs rl:0.01 salun:0.01 & python $P $A --stage unlearn --runs ft:0.03
+    python $P $A --stage unlearn --runs rl:0.01 salun:0.01 &
+    python $P $A --stage unlearn --runs ft:0.03
     python $P $A --stage table
 
 Models go to --work (not committed); each evaluation is a small JSON under --out.
@@ -27,8 +28,8 @@ from subset import subset_bundle  # noqa: E402
 
 from salun.data import load_dataset, make_split  # noqa: E402
 from salun.io import atomic_write_json  # noqa: E402
-from salun.metrics.evaluate import evaluate_unlearning  # noqa: E402
 from salun.methods import UnlearnContext, make_config, run_method  # noqa: E402
+from salun.metrics.evaluate import evaluate_unlearning  # noqa: E402
 from salun.models import build_from_kwargs, model_kwargs_for  # noqa: E402
 from salun.train import TrainConfig, train_supervised  # noqa: E402
 

@@ -7,7 +7,6 @@ that the numbers compare on the same (shared) machine state.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
