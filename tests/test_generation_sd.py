@@ -369,8 +369,12 @@ def test_cli_evaluate_classes_and_fid(pipe, tmp_path, monkeypatch):
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
         torch.jit.script(First()).save(str(tmp_path / "clf.ts"))
     out = tmp_path / "ua.json"
+    with pytest.raises(SalunError, match="--trust-code"):  # TorchScript is pickle-based
+        run("evaluate", "classes", "--images", str(tmp_path / "gen"), "--classifier",
+            str(tmp_path / "clf.ts"), "--forget-class", "tench")  # fmt: skip
     run("evaluate", "classes", "--images", str(tmp_path / "gen"), "--classifier",
-        str(tmp_path / "clf.ts"), "--forget-class", "tench", "--json-out", str(out))  # fmt: skip
+        str(tmp_path / "clf.ts"), "--forget-class", "tench", "--json-out", str(out),
+        "--trust-code")  # fmt: skip
     res = json.loads(out.read_text())
     assert res["UA"] == pytest.approx(0.0) and res["remaining_accuracy"] == pytest.approx(0.0)
     with pytest.raises(SalunError, match="needs a classifier"):

@@ -32,6 +32,7 @@ from salun.generation.ddpm_train import DDPMTrainConfig
 from salun.generation.ddpm_unlearn import METHODS, GenUnlearnConfig
 from salun.generation.gen_evaluate import GenEvalConfig
 from salun.generation.sampler import SamplerConfig
+from salun.trust import add_trust_flag
 from salun.outputs import add_overwrite_flag, claim_output
 from salun.validate import check_each, check_int
 
@@ -169,6 +170,7 @@ def add_gen_subcommands(subparsers) -> None:
     p.add_argument("--grid", help="also write a per-class PNG grid of the samples")
     p.add_argument("--out", help="write the record as JSON here")
     p.add_argument("--json", action="store_true", help="print the record as JSON on stdout")
+    add_trust_flag(p)  # --inception reads a TorchScript network
     add_dataclass_args(p, GenEvalConfig)
     add_dataclass_args(p, SamplerConfig)
     p.set_defaults(handler=cmd_evaluate)
@@ -349,6 +351,7 @@ def cmd_evaluate(args) -> None:
         out=args.out,
         device=_pick(args, preset, "device", "auto"),
         quiet=args.quiet,
+        trust_code=args.trust_code,
     )
     if args.json:
         print(json.dumps(record, indent=2, sort_keys=True, default=str))

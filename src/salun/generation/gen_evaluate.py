@@ -84,8 +84,10 @@ def score_samples(
     cfg: GenEvalConfig,
     *,
     device: torch.device | str = "cpu",
+    trust_code: bool = False,
 ) -> dict[str, Any]:
-    """UA, retained accuracy, feature FD (and Inception FID) of generated samples."""
+    """UA, retained accuracy, feature FD (and Inception FID, whose TorchScript network
+    needs ``trust_code``) of generated samples."""
     probs, feats = classify(classifier, images, device=device)
     is_f = labels == forget_class
     if not bool(is_f.any()) or bool(is_f.all()):
@@ -102,7 +104,9 @@ def score_samples(
     _, ref_feats = classify(classifier, ref, device=device)
     out["feature_fd"] = frechet_distance(feats[~is_f], ref_feats)
     if cfg.inception:
-        out["inception_fid"], out["inception_fid_note"] = inception_fid(images[~is_f], ref, device)
+        out["inception_fid"], out["inception_fid_note"] = inception_fid(
+            images[~is_f], ref, device, trust_code=trust_code
+        )
     return out
 
 

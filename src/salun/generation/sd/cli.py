@@ -16,6 +16,7 @@ from typing import Any
 
 from salun.errors import SalunError
 from salun.io import atomic_write_json
+from salun.trust import add_trust_flag
 from salun.outputs import add_overwrite_flag, claim_output
 from salun.validate import check_resolution
 
@@ -247,7 +248,7 @@ def cmd_eval_classes(args: argparse.Namespace) -> int:
     from salun.generation.sd.prompts import class_index
     from salun.utils import resolve_device
 
-    clf = load_classifier(args.classifier)
+    clf = load_classifier(args.classifier, trust_code=args.trust_code)
     data, images = _folder_images(args.images)
     if data.labels is None:
         raise SalunError(
@@ -276,7 +277,9 @@ def cmd_eval_fid(args: argparse.Namespace) -> int:
     if args.exclude_label is not None and data.labels is not None:
         keep = [i for i, y in enumerate(data.labels) if y != args.exclude_label]
         real = real[keep]
-    res = fid_report(gen, real, weights=args.fid_weights, device=args.device)
+    res = fid_report(
+        gen, real, weights=args.fid_weights, device=args.device, trust_code=args.trust_code
+    )
     _finish(args, res)
     return 0
 
@@ -375,6 +378,7 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p = evs.add_parser("classes", help="classifier accuracy / UA on class prompts")
     p.add_argument("--images", required=True)
     p.add_argument("--classifier", help="TorchScript file or module:function")
+    add_trust_flag(p)
     p.add_argument("--imagenet-outputs", action="store_true", help="1000-way ImageNet logits")
     p.add_argument("--forget-class")
     p.add_argument("--input-size", type=int, default=224)
@@ -385,6 +389,7 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--real", required=True)
     p.add_argument("--exclude-label", type=int, help="drop real images of this label")
     p.add_argument("--fid-weights", help="TorchScript Inception file")
+    add_trust_flag(p)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval_fid)
     for p in evs.choices.values():

@@ -80,8 +80,10 @@ def fid_report(
     *,
     weights: str | Path | None = None,
     device: str = "cpu",
+    trust_code: bool = False,
 ) -> dict[str, Any]:
-    """FID of ``generated`` against ``real`` (uint8 tensors), or ``fid: None`` + reason."""
+    """FID of ``generated`` against ``real`` (uint8 tensors), or ``fid: None`` + reason.
+    The Inception network is TorchScript: it loads only with ``trust_code``."""
     path = find_fid_weights(weights)
     base = {"n_generated": len(generated), "n_real": len(real), "feature_extractor": None}
     if path is None:
@@ -93,7 +95,7 @@ def fid_report(
         }
     from salun.generation.sd.classify import load_torchscript
 
-    extractor = load_torchscript(path, device)
+    extractor = load_torchscript(path, device, trust_code=trust_code, what="FID network")
     fa = inception_features(extractor, generated, device=device)
     fb = inception_features(extractor, real, device=device)
     return {

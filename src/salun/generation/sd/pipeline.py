@@ -79,11 +79,19 @@ def load_pipeline(
     common = {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     if p.is_dir() and not (p / "model_index.json").is_file():
         raise ArtifactError(f"{p} is not a diffusers pipeline folder (no model_index.json)")
+    if p.is_file() and p.suffix.lower() != ".safetensors":
+        raise ArtifactError(
+            f"{p}: salun reads single-file checkpoints only as .safetensors; a "
+            f"{p.suffix or 'suffix-less'} file is a pickle, which can run code when loaded. "
+            "Convert it once where you trust it (load it, then save_pretrained with "
+            "safe_serialization=True) and pass the result"
+        )
+    _refuse_pickled_weights(p)
     try:
         with _dtype_rename_quiet():
             if p.is_dir():
                 pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-                    str(p), local_files_only=True, **common
+                    str(p), local_files_only=True, use_safetensors=True, **common
                 )
             else:
                 kwargs: dict[str, Any] = {"local_files_only": True, **common}
@@ -99,6 +107,26 @@ def load_pipeline(
         set_scheduler(pipe, scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+
+def _refuse_pickled_weights(folder: Path) -> None:
+    """A diffusers folder whose weights exist only as pickles (``.bin``...) is refused with
+    the reason, before diffusers is asked (it would fall back to unpickling them)."""
+    if not folder.is_dir():
+        return
+    for sub in [folder, *sorted(d for d in folder.iterdir() if d.is_dir())]:
+        files = [f for f in sub.iterdir() if f.is_file()]
+        pickled = [f for f in files if f.suffix.lower() in _PICKLE_SUFFIXES]
+        if pickled and not any(f.suffix == ".safetensors" for f in files):
+            raise ArtifactError(
+                f"{pickled[0]}: weights stored only as a pickle ({pickled[0].suffix}), which "
+                "can run code when loaded; salun loads safetensors only. Convert the folder "
+                "once where you trust it: load it and save_pretrained(..., "
+                "safe_serialization=True)"
+            )
 
 
 def set_scheduler(pipe: Any, name: str) -> Any:
@@ -147,10 +175,11 @@ def load_unet(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Any:
     p = _local(path, "UNet folder")
     if not (p / "config.json").is_file():
         raise ArtifactError(f"{p} is not a diffusers UNet folder (no config.json)")
+    _refuse_pickled_weights(p)
     try:
         with _dtype_rename_quiet():
             return diffusers.UNet2DConditionModel.from_pretrained(
-                str(p), local_files_only=True, torch_dtype=dtype
+                str(p), local_files_only=True, use_safetensors=True, torch_dtype=dtype
             )
     except (OSError, ValueError) as e:
         raise ArtifactError(f"cannot load the UNet in {p}: {e}") from None
