@@ -12,7 +12,6 @@ Imagenette classifier needs no map.
 from __future__ import annotations
 
 import importlib
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any

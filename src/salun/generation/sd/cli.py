@@ -16,8 +16,8 @@ from typing import Any
 
 from salun.errors import SalunError
 from salun.io import atomic_write_json
-from salun.trust import add_trust_flag
 from salun.outputs import add_overwrite_flag, claim_output
+from salun.trust import add_trust_flag
 from salun.validate import check_resolution
 
 DTYPES = ("float32", "float16", "bfloat16")
