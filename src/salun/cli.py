@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("salun.bench.cli", "add_bench_subcommands"),
         ("salun.generation.gen_cli", "add_gen_subcommands"),
         ("salun.generation.sd.cli", "add_sd_subcommands"),
+        ("salun.audit_cli", "add_audit_subcommands"),
     ):
         _add_optional(sub, module, fn)
     return parser
