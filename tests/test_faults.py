@@ -47,8 +47,22 @@ TRAIN += ["--batch-size", "32", "--device", "cpu", "--quiet"]
 def made(tmp_path_factory):
     """A model folder and a split for it, written through the CLI once."""
     root = tmp_path_factory.mktemp("made")
-    assert main(["split", "--data", "synthetic:120", "--scenario", "random", "--count", "12",
-                 "--out", str(root / "split.json")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "split",
+                "--data",
+                "synthetic:120",
+                "--scenario",
+                "random",
+                "--count",
+                "12",
+                "--out",
+                str(root / "split.json"),
+            ]
+        )
+        == 0
+    )
     assert main(["train", *TRAIN, "--out", str(root / "orig")]) == 0
     return root
 
@@ -103,16 +117,25 @@ def test_user_folder_survives_gen_and_sd_verbs(tmp_path, made, capsys):
     for argv in (
         ["gen", "train", "--data", "synthetic", "--out", user],
         ["gen", "mask", "--model", ddpm, "--forget-class", "1", "--out", user],
-        ["gen", "unlearn", "--model", ddpm, "--forget-class", "1", "--method", "ga",
-         "--out", user],
-        ["gen", "unlearn", "--model", ddpm, "--forget-class", "1", "--method", "retrain",
-         "--out", user],
+        ["gen", "unlearn", "--model", ddpm, "--forget-class", "1", "--method", "ga", "--out", user],
+        [
+            "gen",
+            "unlearn",
+            "--model",
+            ddpm,
+            "--forget-class",
+            "1",
+            "--method",
+            "retrain",
+            "--out",
+            user,
+        ],
         ["gen", "sample", "--model", ddpm, "--out", png],
         ["gen", "sample", "--model", ddpm, "--out", tmp_path / "g.png", "--npz", user],
         ["sd", "mask", "--model", tmp_path / "nosd", "--out", user],
         ["sd", "unlearn", "--model", tmp_path / "nosd", "--out", user],
         ["sd", "generate", "--model", tmp_path / "nosd", "--prompt", "a", "--out", user],
-    ):  # fmt: skip
+    ):
         refused([*argv, "--overwrite"], capsys, "refusing to write")
         _untouched(user)
     assert png.read_bytes() == before
@@ -140,10 +163,42 @@ def test_same_kind_is_replaced_only_with_overwrite(tmp_path, capsys):
 def test_out_is_input_or_holds_the_cwd(tmp_path, made, capsys, monkeypatch):
     m, s = made / "orig", made / "split.json"
     before = (m / "model.safetensors").read_bytes()
-    refused(["unlearn", "--model", m, "--forget", s, "--method", "ft", "--device", "cpu",
-             "--out", m, "--overwrite"], capsys, "is the input")  # fmt: skip
-    refused(["unlearn", "--model", m, "--forget", s, "--method", "ft", "--device", "cpu",
-             "--out", made, "--overwrite"], capsys, "contains the input")  # fmt: skip
+    refused(
+        [
+            "unlearn",
+            "--model",
+            m,
+            "--forget",
+            s,
+            "--method",
+            "ft",
+            "--device",
+            "cpu",
+            "--out",
+            m,
+            "--overwrite",
+        ],
+        capsys,
+        "is the input",
+    )
+    refused(
+        [
+            "unlearn",
+            "--model",
+            m,
+            "--forget",
+            s,
+            "--method",
+            "ft",
+            "--device",
+            "cpu",
+            "--out",
+            made,
+            "--overwrite",
+        ],
+        capsys,
+        "contains the input",
+    )
     assert (m / "model.safetensors").read_bytes() == before
     work = tmp_path / "proj" / "work"
     work.mkdir(parents=True)
@@ -163,8 +218,12 @@ def test_flipped_byte_in_model_weights_is_one_clear_error(tmp_path, made, capsys
     for i in range(len(data) - 1, len(data) - 400, -97):  # every 97th byte of the weights
         data[i] ^= 0xFF
     w.write_bytes(bytes(data))
-    refused(["evaluate", "--model", m, "--forget", made / "split.json", "--device", "cpu"],
-            capsys, "is corrupted", "sha256")  # fmt: skip
+    refused(
+        ["evaluate", "--model", m, "--forget", made / "split.json", "--device", "cpu"],
+        capsys,
+        "is corrupted",
+        "sha256",
+    )
 
 
 # ---------------------------------------------------------------- SIGKILL at random moments
@@ -281,17 +340,51 @@ def _flow(capsys, tmp_path, spec, data_flag=()):
     m, s, k, u = (tmp_path / n for n in ("orig", "split.json", "mask.safetensors", "unl"))
     arch = ["--arch", "mlp", "--width", "0.2", "--epochs", "2", "--batch-size", "16"]
     dev = ["--device", "cpu", "--quiet"]
-    assert run(["split", "--data", spec, "--scenario", "class", "--classes", "1", "--out", s],
-               capsys)[0] == 0  # fmt: skip
+    assert (
+        run(["split", "--data", spec, "--scenario", "class", "--classes", "1", "--out", s], capsys)[
+            0
+        ]
+        == 0
+    )
     assert run(["train", "--data", spec, *arch, *dev, "--split", s, "--out", m], capsys)[0] == 0
-    assert run(["mask", "--model", m, "--forget", s, *dev, "--out", k, *data_flag],
-               capsys)[0] == 0  # fmt: skip
-    code, err = run(["unlearn", "--model", m, "--forget", s, "--mask", k, "--method", "salun",
-                     *dev, "--out", u, *data_flag, "--epochs", "1"], capsys)  # fmt: skip
+    assert run(["mask", "--model", m, "--forget", s, *dev, "--out", k, *data_flag], capsys)[0] == 0
+    code, err = run(
+        [
+            "unlearn",
+            "--model",
+            m,
+            "--forget",
+            s,
+            "--mask",
+            k,
+            "--method",
+            "salun",
+            *dev,
+            "--out",
+            u,
+            *data_flag,
+            "--epochs",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(u), "--forget", str(s), "--json", *dev,
-                 *map(str, data_flag)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(u),
+                "--forget",
+                str(s),
+                "--json",
+                *dev,
+                *map(str, data_flag),
+            ]
+        )
+        == 0
+    )
     return json.loads(capsys.readouterr().out), m, s
 
 
@@ -327,10 +420,38 @@ def test_cli_flow_on_an_npz_named_like_a_builtin(tmp_path, capsys):
     refused([*ev, "--data", f"npz:{other / 'digits.npz'}"], capsys, "other data")
     # a split of the same stem and size from the other file is refused as well
     s2 = tmp_path / "s2.json"
-    assert run(["split", "--data", f"npz:{other / 'digits.npz'}", "--scenario", "class",
-                "--classes", "1", "--out", s2], capsys)[0] == 0  # fmt: skip
-    refused(["evaluate", "--model", m, "--forget", s2, "--device", "cpu", "--data",
-             f"npz:{moved / 'digits.npz'}"], capsys, "other content")  # fmt: skip
+    assert (
+        run(
+            [
+                "split",
+                "--data",
+                f"npz:{other / 'digits.npz'}",
+                "--scenario",
+                "class",
+                "--classes",
+                "1",
+                "--out",
+                s2,
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
+    refused(
+        [
+            "evaluate",
+            "--model",
+            m,
+            "--forget",
+            s2,
+            "--device",
+            "cpu",
+            "--data",
+            f"npz:{moved / 'digits.npz'}",
+        ],
+        capsys,
+        "other content",
+    )
 
 
 def test_cli_flow_on_an_imagefolder_tree(tmp_path, capsys, monkeypatch):
@@ -339,8 +460,10 @@ def test_cli_flow_on_an_imagefolder_tree(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SALUN_IMAGE_SIZE", "8")
     arrays = _arrays(2, n_train=48, n_test=24)
     root = tmp_path / "pets"
-    for part, x, y in (("train", arrays["x_train"], arrays["y_train"]),
-                       ("val", arrays["x_test"], arrays["y_test"])):  # fmt: skip
+    for part, x, y in (
+        ("train", arrays["x_train"], arrays["y_train"]),
+        ("val", arrays["x_test"], arrays["y_test"]),
+    ):
         for i, (img, label) in enumerate(zip(x, y)):
             folder = root / part / f"class{label}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -353,9 +476,42 @@ def test_cli_flow_on_an_imagefolder_tree(tmp_path, capsys, monkeypatch):
     os.replace(root, moved)
     spec = f"imagefolder:{moved}"
     dev = ["--device", "cpu", "--quiet"]
-    assert run(["mask", "--model", m, "--forget", s, *dev, "--data", spec,
-                "--out", tmp_path / "k2.safetensors"], capsys)[0] == 0  # fmt: skip
-    code, err = run(["unlearn", "--model", m, "--forget", s, "--method", "ft", *dev,
-                     "--data", spec, "--epochs", "1", "--out", tmp_path / "u2"], capsys)  # fmt: skip
+    assert (
+        run(
+            [
+                "mask",
+                "--model",
+                m,
+                "--forget",
+                s,
+                *dev,
+                "--data",
+                spec,
+                "--out",
+                tmp_path / "k2.safetensors",
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
+    code, err = run(
+        [
+            "unlearn",
+            "--model",
+            m,
+            "--forget",
+            s,
+            "--method",
+            "ft",
+            *dev,
+            "--data",
+            spec,
+            "--epochs",
+            "1",
+            "--out",
+            tmp_path / "u2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "u2" / "model.json").read_text())["data_spec"] == spec
