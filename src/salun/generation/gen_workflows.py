@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from salun.data import DataBundle, load_dataset
+from salun.data.registry import canonical_spec
 from salun.errors import SalunError
 from salun.generation.ddpm_checkpoint import STATE_FILE, resume_train_state, save_checkpoint
 from salun.generation.ddpm_mask import DDPMMaskConfig, ddpm_saliency_mask
@@ -75,7 +76,7 @@ def train_to_folder(
     meta = {
         "kind": "original" if exclude_class is None else "retrain",
         "dataset": bundle.name,
-        "data_spec": data_spec,
+        "data_spec": canonical_spec(data_spec),  # npz:/abs/path, not the file's stem
         "classes": list(bundle.classes),
         "excluded_class": exclude_class,
         "train": asdict(cfg),
