@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+import time
 
 import numpy as np
 import pytest
@@ -115,9 +116,15 @@ def test_leftovers_of_dead_writers_are_cleaned_live_ones_kept(tmp_path, syntheti
     live = tmp_path / f".m.{os.getppid()}.0badf00d.tmp"  # a running process
     live.mkdir()
     (tmp_path / ".m.old").mkdir()  # m exists, so this aside copy is stale
+    # older versions' mkdtemp names carry no pid: an hour-old one is a leftover
+    stale, fresh = tmp_path / ".m.k3j_x9ab.tmp", tmp_path / ".m.q1w2e3r4.tmp"
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (0, time.time() - 7200))
     _model(tmp_path, synthetic, seed=3)
-    assert not dead.exists() and not (tmp_path / ".m.old").exists()
+    assert not dead.exists() and not (tmp_path / ".m.old").exists() and not stale.exists()
     assert live.exists(), "another process's work in progress must not be touched"
+    assert fresh.exists(), "a recent temp folder may belong to a running older version"
 
 
 def test_fallback_replace_killed_between_renames_is_recovered(tmp_path, synthetic, monkeypatch):

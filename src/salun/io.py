@@ -28,6 +28,7 @@ import re
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,13 +68,26 @@ def leftovers(path: str | Path) -> list[Path]:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         return []
-    pat = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[0-9a-f]+{re.escape(_TMP_SUFFIX)}$")
+    name, tmp = re.escape(path.name), re.escape(_TMP_SUFFIX)
+    pat = re.compile(rf"^\.{name}\.(\d+)\.[0-9a-f]+{tmp}$")
+    # Older versions named temp siblings by mkstemp/mkdtemp (8 random characters, no pid):
+    # an hour without change means their writer is long gone.
+    old_pat = re.compile(rf"^\.{name}\.[a-z0-9_]{{8}}{tmp}$")
     found = []
     for entry in parent.iterdir():
         m = pat.match(entry.name)
         if m and not _pid_alive(int(m.group(1))):
             found.append(entry)
+        elif old_pat.match(entry.name) and _age_seconds(entry) > 3600:
+            found.append(entry)
     return sorted(found)
+
+
+def _age_seconds(p: Path) -> float:
+    try:
+        return time.time() - p.lstat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def recover(path: str | Path) -> None:

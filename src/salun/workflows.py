@@ -103,7 +103,13 @@ def load_for_split(
     dev = resolve_device(device)
     model, meta = load_model(model_dir, dev)
     spec = canonical_spec(data) if data else meta.get("data_spec", meta["dataset"])
-    bundle = load_dataset(spec)
+    try:
+        bundle = load_dataset(spec)
+    except SalunError as e:
+        if data:
+            raise
+        hint = f"{e}; if the data of {model_dir} moved, pass --data SPEC with its new place"
+        raise type(e)(hint) from None
     recorded = meta.get("data_fingerprint")
     if recorded is not None and recorded != data_fingerprint(bundle):
         raise SalunError(
