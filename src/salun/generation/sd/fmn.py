@@ -1,12 +1,17 @@
 """Forget-Me-Not (FMN) attention re-steering, implemented with diffusers attention processors.
 
-FMN's code is not in the SalUn reference and its settings are [NOT FOUND] in SALUN_SPEC
-(§5.2.5); this is the method as its paper describes it: while denoising images of the
-concept under a prompt that names it, the loss is the cross-attention mass that the image
-queries put on the concept's tokens (mean over layers, heads, queries and batch), and
-gradient descent drives it down. A custom processor on every ``attn2`` layer computes
-cross-attention as usual and records that mass; no diffusers code is patched. With
-``params="xattn"`` (default) only cross-attention weights are trained.
+The defaults are the official Forget-Me-Not code's (SHI-Labs, ``configs/attn.yaml`` and
+``train_attn.py``): while denoising real images of the concept (random t, fresh noise)
+under a prompt that names it, the loss is the **L2 norm** of the cross-attention
+probabilities at the concept's token positions — concatenated over every ``attn2`` layer,
+head, query and batch item — plus, with ``use_pooler``, the positions of the end-of-text
+("pooler") token, which in SD v1's tokenizer also pads the prompt. It is minimised over the
+**whole UNet** with AdamW (lr 2e-6, weight decay 0.01), gradient-norm clipping at 1, batch
+1, for 35 steps. ``loss="attn_mass"`` keeps salun's earlier variant (the mean attention mass
+on the concept tokens), named as such; it is not the official method.
+
+A custom processor on every ``attn2`` layer computes cross-attention as usual and records
+what the loss needs; no diffusers code is patched. See docs/generation.md.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from salun.generation.sd.pipeline import encode_prompts, tokenize
 from salun.generation.sd.train import SDTrainConfig, SDTrainer, trainable_copy
 from salun.utils import progress, seed_everything
 
+LOSSES = ("attn_l2", "attn_mass")
+
 
 @dataclass(frozen=True)
 class FMNConfig(SDTrainConfig):
@@ -33,13 +40,22 @@ class FMNConfig(SDTrainConfig):
     Attributes:
         concept: the word(s) whose tokens lose attention, e.g. "nude" or "tench"; every
             training prompt must contain them.
-        steps: optimisation steps (cycling over the concept images); our choice, as FMN's
-            own settings were not available.
+        steps: optimisation steps, cycling over the concept images (official: 35).
+        loss: ``attn_l2`` (official: L2 norm of the concept-token attention probabilities)
+            or ``attn_mass`` (salun's earlier variant: their mean attention mass).
+        use_pooler: also re-steer the end-of-text token positions (official: true).
     """
 
-    params: str = "xattn"
+    params: str = "full"  # official: only_optimize_ca false, the whole UNet
+    lr: float = 2e-6
+    batch_size: int = 1
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    grad_clip: float | None = 1.0
     concept: str = ""
     steps: int = 35
+    loss: str = "attn_l2"
+    use_pooler: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -47,6 +63,8 @@ class FMNConfig(SDTrainConfig):
             raise SalunError("FMN needs the concept word(s) to re-steer (concept=...)")
         if self.steps < 1:
             raise SalunError("steps must be >= 1")
+        if self.loss not in LOSSES:
+            raise SalunError(f"loss must be one of {LOSSES}, got {self.loss!r}")
 
 
 @dataclass
@@ -54,7 +72,8 @@ class AttentionStore:
     """Per-forward scratch space: concept weights in, attention masses out."""
 
     weights: torch.Tensor | None = None  # (B, L) 1.0 on concept tokens
-    masses: list[torch.Tensor] = field(default_factory=list)
+    masses: list[torch.Tensor] = field(default_factory=list)  # per layer: mean mass
+    squares: list[torch.Tensor] = field(default_factory=list)  # per layer: Σ probs² selected
 
 
 class ConceptAttentionProcessor:
@@ -85,7 +104,9 @@ class ConceptAttentionProcessor:
         w = self.store.weights
         if w is not None and w.shape[0] == b and w.shape[1] == probs.shape[-1]:
             per_head = probs.view(b, attn.heads, probs.shape[1], probs.shape[2]).float()
-            self.store.masses.append((per_head * w[:, None, None, :]).sum(-1).mean())
+            sel = w[:, None, None, :]
+            self.store.masses.append((per_head * sel).sum(-1).mean())
+            self.store.squares.append((per_head.square() * sel).sum())
         out = attn.batch_to_head_dim(torch.bmm(probs, v))
         out = attn.to_out[1](attn.to_out[0](out))
         if attn.residual_connection:
@@ -107,8 +128,12 @@ def concept_attention(unet: Any, store: AttentionStore) -> Iterator[AttentionSto
         unet.set_attn_processor(original)
 
 
-def concept_token_weights(pipe: Any, prompts: Sequence[str], concept: str) -> torch.Tensor:
-    """(B, L) with 1.0 at every position where the concept's token ids occur in the prompt."""
+def concept_token_weights(
+    pipe: Any, prompts: Sequence[str], concept: str, *, use_pooler: bool = False
+) -> torch.Tensor:
+    """(B, L) with 1.0 at every position where the concept's token ids occur in the prompt,
+    and, with ``use_pooler``, wherever the end-of-text token stands (padding included when
+    the tokenizer pads with it, as SD v1's does)."""
     ids = tokenize(pipe, prompts)
     want = pipe.tokenizer(concept, add_special_tokens=False).input_ids
     if not want:
@@ -120,21 +145,38 @@ def concept_token_weights(pipe: Any, prompts: Sequence[str], concept: str) -> to
                 w[i, s : s + len(want)] = 1.0
         if not w[i].any():
             raise SalunError(f"the concept {concept!r} does not occur in the prompt {prompts[i]!r}")
+    if use_pooler:
+        eot = pipe.tokenizer("<|endoftext|>", add_special_tokens=False).input_ids
+        if len(eot) == 1:
+            w[ids == eot[0]] = 1.0
     return w
 
 
-def concept_attention_loss(pipe: Any, unet: Any, batch: dict, concept: str, generator=None):
-    """The mean attention mass on the concept tokens over all cross-attention layers."""
+def concept_attention_loss(
+    pipe: Any,
+    unet: Any,
+    batch: dict,
+    concept: str,
+    generator=None,
+    *,
+    loss: str = "attn_l2",
+    use_pooler: bool = True,
+):
+    """FMN's loss on one batch: the L2 norm of the selected attention probabilities over
+    every cross-attention layer (``attn_l2``), or their mean mass (``attn_mass``)."""
     device = next(unet.parameters()).device
     z0 = encode_latents(pipe.vae, batch["images"], generator).to(device)
     zt, _, t = noisy(pipe.scheduler, z0, generator)
     cond = encode_prompts(pipe, batch["prompts"])
-    store = AttentionStore(concept_token_weights(pipe, batch["prompts"], concept).to(device))
+    weights = concept_token_weights(pipe, batch["prompts"], concept, use_pooler=use_pooler)
+    store = AttentionStore(weights.to(device))
     with concept_attention(unet, store):
         predict(unet, zt, t, cond)
     if not store.masses:
         raise SalunError("no cross-attention map was recorded")
-    return torch.stack(store.masses).mean()
+    if loss == "attn_mass":
+        return torch.stack(store.masses).mean()
+    return torch.stack(store.squares).sum().sqrt()
 
 
 def unlearn_fmn(
@@ -152,7 +194,10 @@ def unlearn_fmn(
     stream = forget.cycle(cfg.batch_size, seed=cfg.seed)
     bar = progress(range(cfg.steps), desc="fmn", quiet=cfg.quiet)
     for _ in bar:
-        loss = concept_attention_loss(pipe, tr.unet, next(stream), cfg.concept, g)
+        batch = next(stream)
+        loss = concept_attention_loss(
+            pipe, tr.unet, batch, cfg.concept, g, loss=cfg.loss, use_pooler=cfg.use_pooler
+        )
         bar.set_postfix(loss=f"{tr.step(loss):.4f}")
         if tr.done():
             break

@@ -49,10 +49,18 @@ def predict(unet: Any, zt: torch.Tensor, t: torch.Tensor, emb: torch.Tensor) -> 
     return unet(zt.to(dtype), t, encoder_hidden_states=emb.to(dtype)).sample.float()
 
 
-def diffusion_loss(unet: Any, scheduler: Any, z0, emb, generator=None) -> torch.Tensor:
-    """The standard LDM loss MSE(ε_θ(z_t, t, c), ε): SD's remain loss and GA's (negated)."""
+def diffusion_loss(
+    unet: Any, scheduler: Any, z0, emb, generator=None, reduction: str = "mean"
+) -> torch.Tensor:
+    """The standard LDM loss MSE(ε_θ(z_t, t, c), ε): SD's remain loss and GA's (negated).
+
+    ``reduction``: ``mean`` over every element (LDM's ``l_simple``) or ``sum`` over each
+    latent's C·H·W, then mean over the batch."""
     zt, eps, t = noisy(scheduler, z0, generator)
-    return F.mse_loss(predict(unet, zt, t, emb), target_of(scheduler, z0, eps, t))
+    err = (predict(unet, zt, t, emb) - target_of(scheduler, z0, eps, t)).square()
+    if reduction == "sum":
+        return err.flatten(1).sum(1).mean()
+    return err.mean()
 
 
 def cfg_mask_loss(

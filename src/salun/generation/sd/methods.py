@@ -5,7 +5,7 @@ next D_r batch from an endless cycle:
 
 - ``salun`` / ``rl``: loss = MSE(ε_θ(z_t, c), stopgrad ε_θ(z_t, c')) + α·MSE(ε_θ(z_r,t, c_r), ε)
   with the same z_t for both forget branches; SalUn = RL with a saliency mask.
-- ``ga``: loss = −MSE(ε_θ(z_t, c), ε) on D_f (+ α·retain loss when α > 0).
+- ``ga``: loss = −MSE(ε_θ(z_t, c), ε) on D_f + α·retain loss (the reference: α 0.1).
 """
 
 from __future__ import annotations
@@ -41,10 +41,23 @@ class SalUnSDConfig(SDTrainConfig):
 
 @dataclass(frozen=True)
 class GASDConfig(SDTrainConfig):
-    """Gradient ascent on D_f. ``alpha`` > 0 adds the retain loss (the SD reference's GA
-    settings are not in SALUN_SPEC; 0 = plain GA is our default)."""
+    """Gradient ascent on D_f plus α × the retain loss. Defaults: the reference's SD
+    gradient-ascent script (α 0.1, 10 epochs, lr 1e-5, batch 8).
 
-    alpha: float = 0.0
+    Attributes:
+        alpha: weight of the retain loss (reference: 0.1; 0 = plain GA).
+        ga_reduction: the ascent term's reduction: ``mean`` over latent elements (the
+            reference, whose LDM loss is a mean) or ``sum`` over C·H·W, mean over the batch.
+    """
+
+    alpha: float = 0.1
+    epochs: int = 10
+    ga_reduction: str = "mean"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ga_reduction not in ("mean", "sum"):
+            raise SalunError(f"ga_reduction must be mean or sum, got {self.ga_reduction!r}")
 
 
 def _retain_loss(pipe, unet, batch, g) -> torch.Tensor:
@@ -117,6 +130,7 @@ def unlearn_ga(
 
     def forget_loss(unet, batch, g):
         z0 = encode_latents(pipe.vae, batch["images"], g).to(next(unet.parameters()).device)
-        return -diffusion_loss(unet, pipe.scheduler, z0, encode_prompts(pipe, batch["prompts"]), g)
+        emb = encode_prompts(pipe, batch["prompts"])
+        return -diffusion_loss(unet, pipe.scheduler, z0, emb, g, reduction=cfg.ga_reduction)
 
     return _run(pipe, forget, retain, cfg, mask, inplace, forget_loss)
