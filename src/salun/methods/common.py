@@ -14,7 +14,13 @@ from torch import nn
 
 from salun.data import Augment, ImageDataset, iterate_batches
 from salun.masking import MODES, MaskedUpdate
-from salun.precision import autocast_train_forward, current_policy, grad_scaler, prepare_model
+from salun.precision import (
+    autocast_train_forward,
+    current_policy,
+    grad_scaler,
+    on_device,
+    prepare_model,
+)
 from salun.train import check_finite
 from salun.validate import (
     check_choice,
@@ -110,6 +116,7 @@ def epoch_batches(
 ):
     """One shuffled pass over ``data`` with the method's augmentation setting."""
     aug = Augment(flip=ctx.flip) if cfg.augment else None
+    data = on_device(data, ctx.device)  # one bulk copy per pass, not one per batch
     return iterate_batches(
         data, cfg.batch_size, shuffle=shuffle, generator=gen, device=ctx.device, augment=aug
     )
