@@ -33,29 +33,32 @@ def ci_raw() -> dict:
 def expected_keys(cfg) -> set[str]:
     from salun.methods import get_method
 
-    keys = {f"original.s{s}" for s in cfg.seeds}
+    keys = {f"original.s{s}" for s in cfg.all_seeds}
     for sc in cfg.scenarios:
-        for s in cfg.seeds:
+        for s in cfg.all_seeds:
             keys.add(f"retrain.{sc.name}.s{s}")
-            keys |= {f"final.{sc.name}.s{s}.{m.label}" for m in cfg.methods}
+        for p in cfg.protocols:
+            keys |= {f"final.{p}.{sc.name}.s{s}.{m.label}" for s in cfg.seeds for m in cfg.methods}
         for m in cfg.methods:
             field = getattr(get_method(m.method).config, "grid_field", "lr")
             for v in m.overrides.get("lr_grid", []):
-                keys.add(f"tune.{sc.name}.s{cfg.search_seed}.{m.label}.{field}{v:g}")
+                keys |= {f"tune.{sc.name}.s{t}.{m.label}.{field}{v:g}" for t in cfg.search_seeds}
     return keys
 
 
 def table(records) -> dict:
-    """Aggregated metrics per (scenario, method), RTE left out (wall-clock time varies)."""
+    """Aggregated metrics per (protocol, scenario, method), RTE left out (wall-clock time
+    varies)."""
     out = {}
-    for sc, rows in summarize(records).items():
-        for r in rows:
-            out[(sc, r.method)] = (
-                {m: (s.mean, s.std) for m, s in r.metrics.items()},
-                r.gaps,
-                r.avg_gap,
-                r.lr,
-            )
+    for p in ("paper", "tuned"):
+        for sc, rows in summarize(records, protocol=p).items():
+            for r in rows:
+                out[(p, sc, r.method)] = (
+                    {m: (s.mean, s.std) for m, s in r.metrics.items()},
+                    r.gaps,
+                    r.avg_gap,
+                    r.lr,
+                )
     return out
 
 
@@ -86,7 +89,8 @@ def test_ci_preset_parses_with_shorthand_scenarios():
     assert [s.name for s in cfg.scenarios] == ["random10", "class"]
     assert cfg.scenarios[0].fraction == pytest.approx(0.1)
     assert cfg.scenarios[1].classes == (3,)
-    assert cfg.tune_lr and cfg.search_seed == 0
+    assert cfg.protocols == ("paper", "tuned") and cfg.search_seeds == (1,)
+    assert not cfg.tuning_seed_reported and cfg.all_seeds == (0, 1)
     assert set(m.method for m in cfg.methods) <= set(salun.methods.list_methods())
 
 
@@ -207,7 +211,7 @@ def test_ci_run_has_one_record_per_run_and_a_report(ci_run):
     assert len(keys) == len(set(keys)) and set(keys) == expected_keys(cfg)
     lines = (ci_run / "results.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["key"] for x in lines) == sorted(keys)
-    r = next(r for r in records if r["key"] == "final.random10.s0.salun")
+    r = next(r for r in records if r["key"] == "final.tuned.random10.s0.salun")
     for field in ("metrics", "rte_s", "avg_gap", "config", "switches", "split_hash", "versions",
                   "device", "git_commit", "original", "lr_choice"):  # fmt: skip
         assert field in r, field
@@ -216,12 +220,16 @@ def test_ci_run_has_one_record_per_run_and_a_report(ci_run):
     assert r["original"]["train_acc"] > 90
     assert (ci_run / r["split_file"]).is_file() and r["split_hash"] in r["split_file"]
     # every method of a (scenario, seed) used the same split
-    assert len({x["split_hash"] for x in records if x.get("scenario") == "random10"}) == 1
+    for seed in cfg.all_seeds:
+        same = {
+            x["split_hash"] for x in records if (x.get("scenario"), x["seed"]) == ("random10", seed)
+        }
+        assert len(same) == 1, seed
     assert (ci_run / r["mask_file"]).is_file()
     # the report
     md = (ci_run / "report.md").read_text()
     html = (ci_run / "report.html").read_text()
-    assert "| Method | UA | RA | TA | MIA | Avg. Gap | RTE (s) |" in md
+    assert "| Method | UA | RA | TA | MIA | Avg. Gap | Avg. Gap per seed | vs best |" in md
     assert "| salun |" in md and "| Retrain |" in md and "<table>" in html
     assert (
         "salun bench --preset ci --out" in md
@@ -229,7 +237,7 @@ def test_ci_run_has_one_record_per_run_and_a_report(ci_run):
         and "train accuracy" in md
         and "CPU cores" in md
     )
-    for png in ("metrics_random10", "gap_vs_rte", "mask_layers", "ua_seeds_class"):
+    for png in ("metrics_random10_paper", "metrics_class_tuned", "gap_vs_rte_tuned", "mask_layers"):
         assert (ci_run / "plots" / f"{png}.png").stat().st_size > 1000
         assert f"plots/{png}.png" in html
     assert {x["method"] for x in lr_table(records) if x["source"] == "searched"} >= {"rl", "salun"}
@@ -287,10 +295,10 @@ def test_resume_after_kills_gives_the_same_table(ci_run, tmp_path, monkeypatch):
     # same numbers as the uninterrupted run of the full preset (deterministic on CPU)
     full = table(read_records(ci_run))
     assert table(records) == {
-        k: v for k, v in full.items() if k[1] in ("retrain", "ft", "iu", "salun")
+        k: v for k, v in full.items() if k[2] in ("retrain", "ft", "iu", "salun")
     }
     # a folder belongs to one config: another one is refused
-    raw["seeds"] = [1]
+    raw["seeds"] = [2]
     with pytest.raises(SalunError, match="another config"):
         run_bench(parse_config(raw, "other"), out, opts)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from salun.bench import ResultStore, load_preset
+from salun.bench import ResultStore, parse_config
+from salun.bench.presets import preset_path
 from salun.bench.session import Session
 from salun.errors import SalunError
 from salun.report import write_report
@@ -29,7 +31,11 @@ def record(key, kind, method, seed, metrics, rte, **kw):
 
 @pytest.fixture()
 def folder(tmp_path):
-    cfg = load_preset("ci")
+    # a folder of before the protocols: lr searched on seed 0, which is also reported
+    raw = yaml.safe_load(preset_path("ci").read_text())
+    for k in ("protocol", "tune_seeds"):
+        raw.pop(k, None)
+    cfg = parse_config({**raw, "seeds": [0, 1], "tune_lr": True, "tune_seed": 0}, "ci")
     session = Session(tmp_path, cfg, {"command": "salun bench --preset ci --out X"})
     store = ResultStore(tmp_path)
     m = lambda ua, ra, ta, mia: {"UA": ua, "RA": ra, "TA": ta, "MIA": mia}  # noqa: E731
@@ -61,19 +67,24 @@ def folder(tmp_path):
 def test_report_table_cells_and_facts(folder):
     paths = write_report(folder)
     md = paths["md"].read_text()
-    # SalUn: UA 3±1.41 (gap 2), RA 99.25±0.35 (0.75), TA 93.5±0.71 (0.5), MIA 15±1.41 (2)
+    # SalUn: UA 3±1.41 (gap 2), RA 99.25±0.35 (0.75), TA 93.5±0.71 (0.5), MIA 15±1.41 (2);
+    # per-seed Avg. Gap 1.5, 1.0: mean 1.25, CI 1.25 ± 12.706·0.3536/√2 = [-1.93, 4.43]
     assert (
         "| salun | 3.00±1.41 (2.00) | 99.25±0.35 (0.75) | 93.50±0.71 (0.50) | "
-        "15.00±1.41 (2.00) | 1.31 | 3.00±1.41 | 0.003 (searched) | 2 |"
+        "15.00±1.41 (2.00) | 1.31 | 1.25 [-1.93, 4.43] | best | 1 | 3.00±1.41 | "
+        "0.003 (searched) | 2 |"
     ) in md
     assert "| Retrain | 5.00±1.41 (0.00) | 100.00±0.00 (0.00)" in md
     assert "train accuracy 99.50±0.71 %" in md and "test accuracy 97.00±0.71 %" in md
     assert "salun bench --preset ci --out X" in md
-    assert "| random10 | salun | lr = 0.003 | search on seed 0 | 0.003: 1.50, 0.01: — |" in md
+    lr_row = "| tuned | random10 | salun | lr = 0.003 | search on seed 0 |  | 0.003: 1.50, 0.01: — "
+    assert lr_row in md
+    assert "**The tuning seed [0] is also a reported seed**" in md  # a legacy folder
     assert "tune.random10.s0.salun.lr0.01" in md and "lower the lr" in md  # failed runs listed
     html = paths["html"].read_text()
     assert html.startswith("<!DOCTYPE html>") and "<td>3.00±1.41 (2.00)</td>" in html
-    assert "plots/metrics_random10.png" in html and (folder / "plots/gap_vs_rte.png").is_file()
+    assert "plots/metrics_random10_tuned.png" in html
+    assert (folder / "plots/gap_vs_rte_tuned.png").is_file()
 
 
 def test_report_of_a_non_benchmark_folder_is_a_clear_error(tmp_path):

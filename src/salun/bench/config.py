@@ -9,8 +9,9 @@ Example (``configs/ci.yaml`` is a complete one)::
     width: 0.25
     original: {epochs: 30, batch_size: 64, lr: 0.05}   # TrainConfig fields (no seed)
     scenarios: [random10, {name: class, kind: class, classes: [3]}]
-    seeds: [0, 1]
-    tune_lr: true          # search each method's lr_grid on tune_seed
+    seeds: [0, 1]          # the reported seeds
+    protocol: [paper, tuned]   # paper: each method's lr; tuned: its grid searched
+    tune_seeds: [100]      # the search's seeds (tuned), never reported
     methods:
       rl: {epochs: 3, lr_grid: [0.01, 0.03]}          # flat: the method's config overrides
       salun_legacy: {method: salun, mask_mode: legacy}  # a second label for one method
@@ -81,7 +82,7 @@ class MethodEntry:
         label: the row's name (defaults to the method name).
         method: the registered method (see ``salun.methods.list_methods``).
         overrides: config overrides (``lr_grid`` included: it is a field of every method
-            config and is the grid searched when ``tune_lr`` is on).
+            config and, when given, the grid the ``tuned`` protocol searches).
     """
 
     label: str
@@ -104,8 +105,12 @@ class BenchConfig:
         scenarios: the forgetting scenarios.
         seeds: one original model, split and Retrain per seed (paper: 10 trials).
         methods: the unlearning methods (Retrain is always run as the reference).
-        tune_lr: search each method's ``lr_grid`` on ``tune_seed`` for the smallest Avg. Gap.
-        tune_seed: the seed of the search (default: the first seed).
+        protocols: ``paper`` (each method at its configured ``lr``, no search) and/or
+            ``tuned`` (each method's grid searched on ``tune_seeds`` for the smallest mean
+            Avg. Gap, the chosen value then run on ``seeds``); see docs/benchmarks.md.
+        tune_seeds: the seeds of the ``tuned`` search. Given as ``tune_seeds`` they must not
+            be reported seeds; the legacy keys ``tune_lr: true`` / ``tune_seed`` map here
+            and may name a reported seed (as old result folders did; the report says so).
         mia_features: the MIA attack features evaluated per run; ``confidence`` is the
             paper's MIA-efficacy, the others (correctness, entropy, m_entropy, prob) each
             cost one more SVC fit on 2×|test| samples.
@@ -122,8 +127,8 @@ class BenchConfig:
     width: float = 1.0
     data_root: str | None = None
     val_fraction: float = 0.0
-    tune_lr: bool = False
-    tune_seed: int | None = None
+    protocols: tuple[str, ...] = ("paper",)
+    tune_seeds: tuple[int, ...] = ()
     mia_features: tuple[str, ...] = FEATURES
     description: str = ""
 
@@ -131,20 +136,35 @@ class BenchConfig:
         # the whole config is checked here, before anything trains (grids: parse_methods)
         check_fields(self)
         check_each("seeds", self.seeds, check_seed)
-        if self.tune_seed is not None:
-            check_seed("tune_seed", self.tune_seed)
+        check_each("tune_seeds", self.tune_seeds, check_seed)
         check_positive("width", self.width)
         check_range("val_fraction", self.val_fraction, 0, 1)
 
     @property
-    def search_seed(self) -> int:
-        """The seed the lr search runs on."""
-        return self.seeds[0] if self.tune_seed is None else self.tune_seed
+    def tune_lr(self) -> bool:
+        """Whether the ``tuned`` protocol (and so the search) runs."""
+        return "tuned" in self.protocols
+
+    @property
+    def search_seeds(self) -> tuple[int, ...]:
+        """The seeds the search runs on (empty without the ``tuned`` protocol)."""
+        return tuple(self.tune_seeds) if self.tune_lr else ()
+
+    @property
+    def search_seed(self) -> int | None:
+        """The first search seed (None without the ``tuned`` protocol)."""
+        return self.search_seeds[0] if self.search_seeds else None
+
+    @property
+    def tuning_seed_reported(self) -> bool:
+        """True when a search seed is also reported (legacy configs): its final runs are
+        the search's own runs, which flatters every searched method."""
+        return any(s in self.seeds for s in self.search_seeds)
 
     @property
     def all_seeds(self) -> tuple[int, ...]:
-        """Every seed that needs an original model and Retrain (the search seed included)."""
-        extra = (self.search_seed,) if self.tune_lr and self.search_seed not in self.seeds else ()
+        """Every seed that needs an original model and Retrain (search seeds included)."""
+        extra = tuple(s for s in self.search_seeds if s not in self.seeds)
         return tuple(self.seeds) + extra
 
     def hash(self) -> str:
@@ -164,7 +184,13 @@ class BenchConfig:
         raise SalunError(f"no method {label!r} in this benchmark")
 
 
-_TOP_KEYS = {f.name for f in fields(BenchConfig)}
+PROTOCOLS = ("paper", "tuned")
+# YAML spells the protocols key ``protocol``; ``tune_lr``/``tune_seed`` are the legacy keys
+_TOP_KEYS = ({f.name for f in fields(BenchConfig)} - {"protocols"}) | {
+    "protocol",
+    "tune_lr",
+    "tune_seed",
+}
 _REQUIRED = ("dataset", "arch", "original", "scenarios", "seeds", "methods")
 
 
@@ -302,9 +328,7 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
     val = float(raw.get("val_fraction", 0.0))
     if not 0.0 <= val < 1.0:
         raise SalunError(f"{source}: val_fraction must lie in [0, 1), got {val}")
-    tune_seed = raw.get("tune_seed")
-    if tune_seed is not None and not isinstance(tune_seed, int):
-        raise SalunError(f"{source}: tune_seed must be an integer, got {tune_seed!r}")
+    protocols, tune_seeds = parse_protocol(raw, seeds, source)
     mia = raw.get("mia_features", list(FEATURES))
     if isinstance(mia, str):
         mia = [mia]
@@ -324,11 +348,71 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
         width=float(raw.get("width", 1.0)),
         data_root=None if raw.get("data_root") is None else str(raw["data_root"]),
         val_fraction=val,
-        tune_lr=bool(raw.get("tune_lr", False)),
-        tune_seed=tune_seed,
+        protocols=protocols,
+        tune_seeds=tune_seeds,
         mia_features=tuple(mia),
         description=str(raw.get("description") or ""),
     )
+
+
+def _int_list(v: Any, key: str, source: str) -> list[int]:
+    v = [v] if isinstance(v, int) and not isinstance(v, bool) else v
+    if not isinstance(v, list | tuple) or not v or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in v
+    ):
+        raise SalunError(f"{source}: {key} must be a non-empty list of integers, got {v!r}")
+    if len(set(v)) != len(v):
+        raise SalunError(f"{source}: {key} must be distinct, got {list(v)}")
+    return list(v)
+
+
+def parse_protocol(
+    raw: Mapping, seeds: list[int], source: str
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """``protocol`` (+ ``tune_seeds``), or the legacy ``tune_lr`` / ``tune_seed`` keys.
+
+    Legacy mapping: ``tune_lr: true`` is the ``tuned`` protocol alone, searched on
+    ``tune_seed`` (default: the first seed, which is then also reported); ``tune_lr:
+    false`` (or no key) is ``paper``.
+    """
+    legacy = [k for k in ("tune_lr", "tune_seed") if k in raw]
+    new = [k for k in ("protocol", "tune_seeds") if k in raw]
+    if legacy and new:
+        raise SalunError(
+            f"{source}: {legacy[0]!r} is the legacy spelling of protocol/tune_seeds; use "
+            f"protocol: [paper, tuned] and tune_seeds: [...] only (drop {legacy[0]!r})"
+        )
+    if legacy:
+        tune_seed = raw.get("tune_seed")
+        if tune_seed is not None and type(tune_seed) is not int:
+            raise SalunError(f"{source}: tune_seed must be an integer, got {tune_seed!r}")
+        if not raw.get("tune_lr", False):
+            return ("paper",), ()
+        return ("tuned",), (seeds[0] if tune_seed is None else tune_seed,)
+    p = raw.get("protocol", "paper")
+    p = [p] if isinstance(p, str) else p
+    if not isinstance(p, list | tuple) or not p or any(x not in PROTOCOLS for x in p):
+        raise SalunError(
+            f"{source}: protocol must be paper, tuned or a list of both, got {p!r}"
+        )
+    protocols = tuple(x for x in PROTOCOLS if x in p)  # paper first, each once
+    if "tuned" not in protocols:
+        if "tune_seeds" in raw:
+            raise SalunError(f"{source}: tune_seeds needs protocol: tuned (or [paper, tuned])")
+        return protocols, ()
+    if "tune_seeds" not in raw:
+        raise SalunError(
+            f"{source}: protocol tuned needs tune_seeds: the seeds the search runs on, distinct "
+            "from the reported seeds (e.g. tune_seeds: [100])"
+        )
+    tune = _int_list(raw["tune_seeds"], "tune_seeds", source)
+    both = sorted(set(tune) & set(seeds))
+    if both:
+        raise SalunError(
+            f"{source}: tune_seeds {tune} and seeds {seeds} share {both}: a tuning seed must "
+            "not be reported (its runs would flatter the searched methods)"
+        )
+    return protocols, tuple(tune)
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -345,9 +429,15 @@ def load_config(path: str | Path) -> BenchConfig:
 
 def config_from_dict(d: Mapping[str, Any]) -> BenchConfig:
     """Rebuild a :class:`BenchConfig` from ``dataclasses.asdict`` output (``bench.json``)."""
+    d = dict(d)
+    if "protocols" not in d:  # a bench.json of before the protocols: the legacy keys
+        legacy = {k: d.pop(k) for k in ("tune_lr", "tune_seed") if k in d}
+        d["protocols"], d["tune_seeds"] = parse_protocol(legacy, list(d["seeds"]), "bench.json")
     return BenchConfig(
         **{
             **d,
+            "protocols": tuple(d["protocols"]),
+            "tune_seeds": tuple(d["tune_seeds"]),
             "original": TrainConfig(
                 **{k: tuple(v) if isinstance(v, list) else v for k, v in d["original"].items()}
             ),

@@ -7,6 +7,7 @@ the folder can be moved or served as is.
 from __future__ import annotations
 
 import html
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,22 +16,43 @@ from typing import Any
 from salun.bench.aggregate import (
     failures,
     lr_table,
+    n_seeds,
     original_summary,
     per_seed,
+    protocols_of,
+    rte_ratios,
+    seed_ranks,
     summarize,
 )
+from salun.bench.config import parse_protocol
 from salun.bench.session import read_bench
 from salun.bench.store import read_records
+from salun.errors import SalunError
 from salun.io import atomic_write_text
 from salun.report import plots
-from salun.report.tables import Table, fmt, fmt_lr, fmt_stat, table1, to_html, to_markdown
+from salun.report.tables import (
+    EDGE_NOTE,
+    Table,
+    fmt,
+    fmt_ci,
+    fmt_lr,
+    fmt_stat,
+    interval_table,
+    rank_table,
+    table1,
+    to_html,
+    to_markdown,
+)
 
+# Figures are shown at their natural size (drawn for this page width); wide tables and
+# figures scroll sideways instead of shrinking until their ticks are unreadable.
 CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+    "body{font-family:system-ui,sans-serif;max-width:1140px;margin:2em auto;padding:0 1em}"
     "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
     "th,td{border:1px solid #bbb;padding:0.25em 0.6em;text-align:right}"
     "th:first-child,td:first-child{text-align:left}"
-    "code,pre{background:#f4f4f4}pre{padding:0.6em;overflow-x:auto}img{max-width:100%}"
+    "code,pre{background:#f4f4f4}pre{padding:0.6em;overflow-x:auto}"
+    ".fig,.tbl{overflow-x:auto}img{max-width:none;height:auto}"
 )
 
 
@@ -45,7 +67,7 @@ def write_report(root: str | Path) -> dict[str, Path]:
     """
     root = Path(root)
     bench = read_bench(root)
-    records = read_records(root)
+    records = load_records(root)
     blocks = _blocks(root, bench, records)
     md = "\n".join(_md(b) for b in blocks)
     body = "\n".join(_html(b) for b in blocks)
@@ -56,7 +78,28 @@ def write_report(root: str | Path) -> dict[str, Path]:
     )
     atomic_write_text(root / "report.md", md)
     atomic_write_text(root / "report.html", page)
+    _remove_stale_plots(root, blocks)
     return {"md": root / "report.md", "html": root / "report.html"}
+
+
+def load_records(root: Path) -> list[dict]:
+    """The records of a benchmark folder: the per-run files, or, for a committed copy that
+    keeps only ``results.jsonl`` (runs/ and models/ left out of the repository), that file."""
+    jsonl = root / "results.jsonl"
+    if not (root / "runs").is_dir() and jsonl.is_file():
+        try:
+            return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+        except json.JSONDecodeError as e:
+            raise SalunError(f"{jsonl} is corrupted: {e}") from None
+    return read_records(root)
+
+
+def _remove_stale_plots(root: Path, blocks: list) -> None:
+    """Delete PNGs in ``plots/`` that this report no longer shows (an older layout's)."""
+    shown = {(root / b[1]).resolve() for b in blocks if b[0] == "img"}
+    for f in (root / "plots").glob("*.png"):
+        if f.resolve() not in shown:
+            f.unlink(missing_ok=True)
 
 
 # A report is a list of blocks, each rendered to Markdown and to HTML:
@@ -64,29 +107,58 @@ def write_report(root: str | Path) -> dict[str, Path]:
 Block = tuple
 
 
+def protocol_info(cfg: Mapping[str, Any]) -> tuple[list[str], list[int]]:
+    """The protocols and tuning seeds of a ``bench.json`` config, old ones included
+    (``tune_lr`` / ``tune_seed``: the tuned protocol, searched on one seed)."""
+    if "protocols" in cfg:
+        return list(cfg["protocols"]), list(cfg.get("tune_seeds") or [])
+    legacy = {k: cfg[k] for k in ("tune_lr", "tune_seed") if k in cfg}
+    protocols, tune = parse_protocol(legacy, list(cfg["seeds"]), "bench.json")
+    return list(protocols), list(tune)
+
+
 def _blocks(root: Path, bench: Mapping[str, Any], records: list[dict]) -> list[Block]:
     cfg = bench["config"]
-    rows = summarize(records)
+    protocols = protocols_of(records)
+    tables = {p: summarize(records, protocol=p) for p in protocols}
     out: list[Block] = [("h", 1, f"salun benchmark: {cfg['name']}")]
     if cfg.get("description"):
         out.append(("p", cfg["description"]))
     out += _setup_blocks(bench, records)
-    for scenario, sc_rows in rows.items():
+    out += _reading_blocks(cfg, tables)
+    plots_dir = root / "plots"
+    scenarios = list(dict.fromkeys(sc for t in tables.values() for sc in t))
+    for scenario in scenarios:
         out.append(("h", 2, f"Scenario {scenario}"))
-        out.append(("p", _scenario_text(cfg, scenario, sc_rows)))
-        out.append(("table", table1(sc_rows)))
-        img = plots.metric_bars(sc_rows, f"{scenario}: mean ± std over seeds",
-                                root / "plots" / f"metrics_{scenario}.png")  # fmt: skip
-        out.append(("img", img.relative_to(root), f"metrics, {scenario}"))
-        ua = per_seed(records).get(scenario)
-        if ua:
-            img = plots.ua_stability(ua, f"{scenario}: UA per seed",
-                                     root / "plots" / f"ua_seeds_{scenario}.png")  # fmt: skip
-            out.append(("img", img.relative_to(root), f"UA per seed, {scenario}"))
-    if rows:
+        out.append(("p", _scenario_what(cfg, scenario)))
+        for p in protocols:
+            rows = tables[p].get(scenario)
+            if not rows:
+                continue
+            n = n_seeds(rows)
+            out.append(("h", 3, f"{scenario} — protocol {p}"))
+            out.append(("p", _protocol_text(cfg, p)))
+            out.append(("p", _ranking_text(rows)))
+            out.append(("table", table1(rows)))
+            if n >= 2:
+                out.append(("p", "95 % confidence intervals (Student t over seeds):"))
+                out.append(("table", interval_table(rows)))
+            img = plots.metric_panels(rows, plots.metric_title(scenario, p, n),
+                                      plots_dir / f"metrics_{scenario}_{p}.png")  # fmt: skip
+            out.append(("img", img.relative_to(root), f"metrics, {scenario}, {p}"))
+            ua = per_seed(records, protocol=p).get(scenario)
+            if ua and n >= 2:  # with one seed this would repeat the UA panel
+                img = plots.ua_stability(ua, f"{scenario}, protocol {p}: UA per seed",
+                                         plots_dir / f"ua_seeds_{scenario}_{p}.png")  # fmt: skip
+                out.append(("img", img.relative_to(root), f"UA per seed, {scenario}, {p}"))
+    out += _rank_blocks(root, tables)
+    if any(tables.values()):
         out.append(("h", 2, "Avg. Gap vs run time"))
-        img = plots.gap_vs_rte(rows, root / "plots" / "gap_vs_rte.png")
-        out.append(("img", img.relative_to(root), "Avg. Gap vs RTE"))
+        for p, by_sc in tables.items():
+            if by_sc:
+                title = f"Avg. Gap vs run time, protocol {p} (lower left is better)"
+                img = plots.gap_vs_rte(by_sc, plots_dir / f"gap_vs_rte_{p}.png", title)
+                out.append(("img", img.relative_to(root), f"Avg. Gap vs RTE, {p}"))
     out += _mask_blocks(root)
     out += _lr_blocks(records)
     out += _failure_blocks(records)
@@ -103,18 +175,22 @@ def _setup_blocks(bench: Mapping[str, Any], records: list[dict]) -> list[Block]:
     for s in sessions:
         if s.get("command") and s["command"] not in commands:
             commands.append(s["command"])
-    orig = original_summary(records)
+    orig = original_summary(records, cfg["seeds"])
     rec = cfg["original"]
+    protocols, tune = protocol_info(cfg)
     lines = [
         f"Dataset **{cfg['dataset']}**, architecture **{cfg['arch']}** (width {cfg['width']}), "
-        f"seeds {cfg['seeds']}, scenarios {[s['name'] for s in cfg['scenarios']]}.",
+        f"reported seeds {cfg['seeds']}, scenarios {[s['name'] for s in cfg['scenarios']]}, "
+        f"protocols {', '.join(protocols)}"
+        + (f" (tuning seeds {tune})" if "tuned" in protocols else "")
+        + ".",
         f"Original recipe: {rec['epochs']} epochs, SGD lr {rec['lr']} ({rec['schedule']}), "
         f"batch {rec['batch_size']}, momentum {rec['momentum']}, weight decay "
         f"{rec['weight_decay']}, augmentation {'on' if rec['augment'] else 'off'}; "
         "Retrain uses the same recipe on D_r.",
         f"Original model: train accuracy {fmt_stat(orig['train_acc'])} %, test accuracy "
         f"{fmt_stat(orig['test_acc'])} %, trained in {fmt(orig['seconds'].mean, 1)} s "
-        f"(mean ± std over {orig['train_acc'].n} seeds).",
+        f"(mean ± std over {orig['train_acc'].n} reported seed(s)).",
         f"Hardware: {', '.join(devices) or last.get('device_name')}; "
         f"{last.get('cpu_count')} CPU cores on {last.get('host')} ({last.get('platform')}); "
         f"executor {last.get('executor')}"
@@ -122,8 +198,7 @@ def _setup_blocks(bench: Mapping[str, Any], records: list[dict]) -> list[Block]:
         + ".",
         f"Wall time: {fmt(wall / 60, 1)} min over {len(sessions)} session(s) "
         f"({', '.join(s['status'] for s in sessions)}).",
-        f"Table cells: mean±std over seeds (|gap| to Retrain's mean); Avg. Gap = mean of the "
-        f"four gaps; RTE in seconds; config hash `{bench['config_hash']}`.",
+        f"Config hash `{bench['config_hash']}`.",
     ]
     out: list[Block] = [("h", 2, "Setup")] + [("p", line) for line in lines]
     out.append(("p", "Command:"))
@@ -131,7 +206,32 @@ def _setup_blocks(bench: Mapping[str, Any], records: list[dict]) -> list[Block]:
     return out
 
 
-def _scenario_text(cfg: Mapping[str, Any], scenario: str, rows) -> str:
+def _reading_blocks(cfg: Mapping[str, Any], tables: Mapping[str, Mapping]) -> list[Block]:
+    n = max((n_seeds(rows) for t in tables.values() for rows in t.values()), default=0)
+    text = (
+        "Table cells: mean±std over seeds (|gap| of the mean to Retrain's mean). **Avg. Gap** "
+        "is the mean of the four gaps of the means (the paper's Table 1). **Avg. Gap per "
+        "seed** is each seed's Avg. Gap to that seed's Retrain, averaged, with its 95 % "
+        "Student-t interval; methods are ranked by it. **vs best**: *tied* = not "
+        "distinguishable from the best at 95 % (paired over seeds: the t-interval of the "
+        "per-seed differences contains 0). RTE in seconds. How to read this: "
+        "docs/benchmarks.md."
+    )
+    out: list[Block] = [("h", 2, "How to read the tables"), ("p", text)]
+    if n < 2:
+        out.append(
+            (
+                "p",
+                "**One seed: the rankings in this report are not significant.** A single "
+                "trial gives no interval and cannot separate methods whose Avg. Gaps differ "
+                "by less than the trial-to-trial spread (reruns with another seed can name "
+                "another winner); no ties are marked and the plots show no error bars.",
+            )
+        )
+    return out
+
+
+def _scenario_what(cfg: Mapping[str, Any], scenario: str) -> str:
     sc = next(s for s in cfg["scenarios"] if s["name"] == scenario)
     if sc["kind"] == "class":
         what = f"class-wise forgetting of classes {sc['classes']}"
@@ -139,11 +239,94 @@ def _scenario_text(cfg: Mapping[str, Any], scenario: str, rows) -> str:
         what = f"random forgetting of {100 * sc['fraction']:g} % of the training set"
     else:
         what = f"random forgetting of {sc['count']} samples"
-    ranked = sorted((r for r in rows if r.method != "retrain"), key=lambda r: r.avg_gap)
-    best = (
-        f" Smallest Avg. Gap: **{ranked[0].method}** ({fmt(ranked[0].avg_gap)})." if ranked else ""
+    return f"{what[0].upper()}{what[1:]}."
+
+
+def _protocol_text(cfg: Mapping[str, Any], protocol: str) -> str:
+    if protocol == "paper":
+        return (
+            "Protocol **paper**: each method at its configured value (lr; IU: alpha), the "
+            "reference's published hyper-parameter where the preset gives one; no search."
+        )
+    _, tune = protocol_info(cfg)
+    reported = sorted(set(tune) & set(cfg["seeds"]))
+    text = (
+        f"Protocol **tuned**: each method's grid searched on tuning seed(s) {tune} for the "
+        "smallest mean Avg. Gap to Retrain; the chosen value is run on the reported seeds "
+        f"{cfg['seeds']}."
     )
-    return f"{what[0].upper()}{what[1:]}.{best}"
+    if reported:
+        text += (
+            f" **The tuning seed {reported} is also a reported seed** (a benchmark of before "
+            "held-out tuning seeds): its rows are the search's own runs, which flatters every "
+            "searched method."
+        )
+    else:
+        text += " The tuning seeds are not reported."
+    return text
+
+
+def _ranking_text(rows) -> str:
+    methods = [r for r in rows if r.method != "retrain" and r.rank is not None]
+    if not methods:
+        return "No successful method runs."
+    best = min(methods, key=lambda r: r.rank)
+    n = n_seeds(rows)
+    g = best.avg_gap_trials
+    if n < 2:
+        text = (
+            f"Smallest Avg. Gap: **{best.method}** ({fmt(g.mean)}), on one seed: **this "
+            "ranking is not significant**."
+        )
+    else:
+        tied = [r.method for r in methods if r.tie == "tied"]
+        text = (
+            f"Smallest mean per-seed Avg. Gap: **{best.method}** ({fmt(g.mean)}, 95 % CI "
+            f"{fmt_ci(g)}, {n} seeds)"
+            + (
+                f"; not distinguishable from it at 95 % (paired over seeds): {', '.join(tied)}."
+                if tied
+                else "; every other method is distinguishably worse (paired, 95 %)."
+            )
+        )
+    ref = next((r for r in rows if r.method == "retrain"), None)
+    for label, ratio in rte_ratios(rows):
+        mine = next(r for r in rows if r.method == label)
+        text += (
+            f" RTE of {label} ÷ Retrain's RTE: **{ratio:.3f}** ({fmt(mine.rte.mean)} s ÷ "
+            f"{fmt(ref.rte.mean)} s)."
+        )
+    edges = [r.method for r in methods if r.at_edge]
+    if edges:
+        text += (
+            f" The search chose a value at its grid's edge for {', '.join(edges)}: the best "
+            "value may lie beyond the grid."
+        )
+    return text
+
+
+def _rank_blocks(root: Path, tables: Mapping[str, Mapping]) -> list[Block]:
+    out: list[Block] = []
+    for p, by_sc in tables.items():
+        ranks = {sc: seed_ranks(rows) for sc, rows in by_sc.items() if n_seeds(rows) >= 2}
+        if not ranks:
+            continue
+        if not out:
+            out.append(("h", 2, "Rank stability across seeds"))
+            out.append(
+                (
+                    "p",
+                    "Each method's rank by that seed's Avg. Gap (1 = best). Flat lines: a "
+                    "ranking that holds from seed to seed; crossing lines: an order set by noise.",
+                )
+            )
+        title = f"Rank per seed, protocol {p}"
+        img = plots.rank_stability(ranks, root / "plots" / f"rank_seeds_{p}.png", title)
+        out.append(("img", img.relative_to(root), f"rank per seed, {p}"))
+        for sc, r in ranks.items():
+            out.append(("p", f"Ranks per seed, {sc}, protocol {p}:"))
+            out.append(("table", rank_table(r)))
+    return out
 
 
 def _mask_blocks(root: Path) -> list[Block]:
@@ -175,23 +358,34 @@ def _lr_blocks(records: list[dict]) -> list[Block]:
     rows = lr_table(records)
     if not rows:
         return []
-    header = ["Scenario", "Method", "used", "chosen by", "search: Avg. Gap per value"]
+    header = ["Protocol", "Scenario", "Method", "used", "chosen by", "edge",
+              "search: mean Avg. Gap per value"]  # fmt: skip
     body = [
         [
+            r["protocol"],
             r["scenario"],
             r["method"],
             f"{r['field']} = {fmt_lr(r['value'])}",
-            f"search on seed {r['search_seed']}" if r["source"] == "searched" else "config",
+            _chosen_by(r),
+            EDGE_NOTE.get(r["at_edge"], "") if r["source"] == "searched" else "",
             ", ".join(f"{k}: {_gap_cell(r['avg_gap_by_value'], k)}" for k in r["avg_gap_by_value"])
             or "—",
         ]
         for r in rows
     ]
     text = (
-        "The learning rate of each method (IU: its step alpha); where searched, the value "
-        "with the smallest Avg. Gap to Retrain on the search seed (— : the run failed)."
+        "The learning rate of each method (IU: its step alpha); where searched (protocol "
+        "tuned), the value with the smallest mean Avg. Gap to Retrain over the tuning seeds "
+        "(— : the run failed). A choice at the grid's edge may mean the best value lies beyond it."
     )
     return [("h", 2, "Learning rates"), ("p", text), ("table", (header, body))]
+
+
+def _chosen_by(r: Mapping[str, Any]) -> str:
+    if r["source"] != "searched":
+        return "config"
+    seeds = r.get("tune_seeds") or [r.get("search_seed")]
+    return f"search on seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def _gap_cell(by_lr: Mapping[str, float | None], k: str) -> str:
@@ -241,5 +435,6 @@ def _html(b: Block) -> str:
     if kind == "pre":
         return f"<pre>{html.escape(b[1])}</pre>"
     if kind == "table":
-        return to_html(b[1])
-    return f"<p><img src='{html.escape(Path(b[1]).as_posix())}' alt='{html.escape(b[2])}'></p>"
+        return f"<div class='tbl'>{to_html(b[1])}</div>"
+    src, alt = html.escape(Path(b[1]).as_posix()), html.escape(b[2])
+    return f"<div class='fig'><img src='{src}' alt='{alt}'></div>"

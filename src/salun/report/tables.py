@@ -6,10 +6,13 @@ import html
 import math
 from collections.abc import Sequence
 
-from salun.bench.aggregate import Row, Stat
+from salun.bench.aggregate import Row, Stat, n_seeds
 from salun.metrics import GAP_METRICS
 
 Table = tuple[list[str], list[list[str]]]
+
+TIE_MARK = {"best": "best", "tied": "tied", "worse": "", None: "—"}
+EDGE_NOTE = {"lowest": "at the grid's lowest value", "highest": "at the grid's highest value"}
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -19,33 +22,97 @@ def fmt(x: float | None, digits: int = 2) -> str:
 
 
 def fmt_stat(s: Stat, gap: float | None = None, digits: int = 2) -> str:
-    """``mean±std (gap)`` as in the paper's Table 1."""
-    cell = f"{fmt(s.mean, digits)}±{fmt(s.std, digits)}"
+    """``mean±std (gap)`` as in the paper's Table 1 (one value: no ±, it would read ±0)."""
+    cell = fmt(s.mean, digits) + (f"±{fmt(s.std, digits)}" if s.n >= 2 else "")
     return cell if gap is None else f"{cell} ({fmt(gap, digits)})"
+
+
+def fmt_ci(s: Stat, digits: int = 2) -> str:
+    """``[lo, hi]``: the 95 % interval of the mean (— for fewer than two values)."""
+    if s.n < 2:
+        return "—"
+    lo, hi = s.ci
+    return f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
 
 
 def fmt_lr(lr: float | None) -> str:
     return "—" if lr is None else f"{lr:g}"
 
 
+def lr_cell(r: Row) -> str:
+    if r.method == "retrain":
+        return "—"
+    cell = ("" if r.lr_field == "lr" else f"{r.lr_field} ") + fmt_lr(r.lr)
+    if r.lr_source == "searched":
+        cell += " (searched" + (f", {EDGE_NOTE[r.at_edge]})" if r.at_edge else ")")
+    return cell
+
+
 def table1(rows: Sequence[Row], metrics: Sequence[str] = GAP_METRICS) -> Table:
-    """Method | UA | RA | TA | MIA | Avg. Gap | RTE (s) | lr | seeds — Table 1's layout."""
-    header = ["Method", *metrics, "Avg. Gap", "RTE (s)", "lr", "n"]
+    """Method | UA | RA | TA | MIA | Avg. Gap | Avg. Gap per seed | vs best | rank | RTE |
+    lr | n — Table 1's layout, plus the per-seed Avg. Gap with its 95 % interval and the
+    tie mark (one seed: the value alone, no mark)."""
+    header = [
+        "Method",
+        *metrics,
+        "Avg. Gap",
+        "Avg. Gap per seed",
+        "vs best",
+        "rank",
+        "RTE (s)",
+        "lr",
+        "n",
+    ]
+    many = n_seeds(rows) >= 2
     body = []
     for r in rows:
-        name = "Retrain" if r.method == "retrain" else r.method
-        lr = ("" if r.lr_field == "lr" else f"{r.lr_field} ") + fmt_lr(r.lr)
-        lr += " (searched)" if r.lr_source == "searched" else ""
+        ref = r.method == "retrain"
+        g = r.avg_gap_trials
+        per_seed = fmt(g.mean) + (f" {fmt_ci(g)}" if many and g.n >= 2 else "")
         body.append(
             [
-                name,
+                "Retrain" if ref else r.method,
                 *(fmt_stat(r.metrics[m], r.gaps.get(m)) for m in metrics),
                 fmt(r.avg_gap),
+                "—" if ref else per_seed,
+                "—" if ref else TIE_MARK[r.tie],
+                "—" if ref or r.rank is None else str(r.rank),
                 fmt_stat(r.rte),
-                lr if r.method != "retrain" else "—",
+                lr_cell(r),
                 str(len(r.seeds)),
             ]
         )
+    return header, body
+
+
+def interval_table(rows: Sequence[Row], metrics: Sequence[str] = GAP_METRICS) -> Table:
+    """95 % Student-t intervals of every mean over seeds, and the paired difference of
+    per-seed Avg. Gap to the best method."""
+    header = ["Method", *(f"{m} 95 % CI" for m in metrics), "Avg. Gap per seed 95 % CI",
+              "Δ Avg. Gap to best, 95 % CI", "RTE 95 % CI"]  # fmt: skip
+    body = []
+    for r in rows:
+        ref = r.method == "retrain"
+        diff = "—"
+        if r.vs_best is not None and r.vs_best.n >= 2:
+            diff = f"{fmt(r.vs_best.mean)} {fmt_ci(r.vs_best)}"
+        body.append(
+            [
+                "Retrain" if ref else r.method,
+                *(fmt_ci(r.metrics[m]) for m in metrics),
+                "—" if ref else fmt_ci(r.avg_gap_trials),
+                diff,
+                fmt_ci(r.rte),
+            ]
+        )
+    return header, body
+
+
+def rank_table(ranks: dict[str, dict[int, int]]) -> Table:
+    """Method | rank on seed s... (1 = smallest Avg. Gap on that seed)."""
+    seeds = sorted({s for d in ranks.values() for s in d})
+    header = ["Method", *(f"seed {s}" for s in seeds)]
+    body = [[m, *(str(d.get(s, "—")) for s in seeds)] for m, d in ranks.items()]
     return header, body
 
 
