@@ -19,6 +19,7 @@ from salun.config_cli import (
 from salun.errors import SalunError
 from salun.outputs import add_overwrite_flag
 from salun.train import TrainConfig
+from salun.validate import check_each, check_int, check_range, check_seed
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -222,6 +223,9 @@ def cmd_mask(args) -> None:
     from salun.workflows import mask_paths, write_masks
 
     keeps = args.keep or [0.5]
+    check_each("--keep", keeps, check_range, 0, 1, high_open=False)
+    check_int("--batch-size", args.batch_size, 1)
+    check_seed("--seed", args.seed)
     paths = mask_paths(args.out, keeps)
     for path in paths:
         claim_output(path, "mask", overwrite=args.overwrite, inputs=[args.model, args.forget])
