@@ -64,6 +64,11 @@ def test_registered_with_grids_and_validated_configs():
         ("scrub", {"msteps": -1}),
         ("ssd", {"alpha": 0.0}),
         ("ssd", {"reference": "test"}),
+        ("ssd", {"alpha": float("nan")}),
+        ("ssd", {"batch_size": 2.5}),
+        ("neggrad_plus", {"forget_batch_size": 0}),
+        ("scrub", {"lr_decay_epochs": (5, 3)}),
+        ("scrub", {"gamma": -1.0}),
     ]:
         with pytest.raises(SalunError):
             make_config(name, bad)

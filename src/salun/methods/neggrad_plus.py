@@ -24,6 +24,7 @@ from salun.errors import SalunError
 from salun.methods.common import SGDConfig, Stepper, epoch_batches
 from salun.methods.registry import register
 from salun.utils import progress, seed_everything
+from salun.validate import check_int, check_range
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,10 @@ class NegGradPlusConfig(SGDConfig):
     forget_batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 <= self.beta <= 1.0:
-            raise SalunError(f"beta must lie in [0, 1], got {self.beta}")
-        if self.forget_batch_size is not None and self.forget_batch_size < 1:
-            raise SalunError(f"forget_batch_size must be >= 1, got {self.forget_batch_size}")
+        super().__post_init__()  # types and finiteness of every field, SGD ranges
+        check_range("beta", self.beta, 0, 1, high_open=False)
+        if self.forget_batch_size is not None:
+            check_int("forget_batch_size", self.forget_batch_size, 1)
 
 
 def _cycle(data: ImageDataset, cfg: NegGradPlusConfig, ctx, gen) -> Iterator:

@@ -25,6 +25,7 @@ from salun.errors import SalunError
 from salun.methods.common import SGDConfig, Stepper, epoch_batches
 from salun.methods.registry import register
 from salun.utils import clone_model, progress, seed_everything
+from salun.validate import check_increasing, check_int, check_nonnegative, check_positive
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,14 @@ class SCRUBConfig(SGDConfig):
     lr_decay_rate: float = 0.1  # published
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.msteps < 0:
-            raise SalunError(f"msteps must be >= 0, got {self.msteps}")
-        if self.forget_batch_size < 1:
-            raise SalunError(f"forget_batch_size must be >= 1, got {self.forget_batch_size}")
-        if self.alpha < 0 or self.gamma < 0:
-            raise SalunError(f"alpha and gamma must be >= 0, got {self.alpha}, {self.gamma}")
-        if not self.temperature > 0:
-            raise SalunError(f"temperature must be positive, got {self.temperature}")
-        if not self.lr_decay_rate > 0:
-            raise SalunError(f"lr_decay_rate must be positive, got {self.lr_decay_rate}")
+        super().__post_init__()  # types and finiteness of every field, SGD ranges
+        check_int("msteps", self.msteps, 0)
+        check_int("forget_batch_size", self.forget_batch_size, 1)
+        check_nonnegative("alpha", self.alpha)
+        check_nonnegative("gamma", self.gamma)
+        check_positive("temperature", self.temperature)
+        check_increasing("lr_decay_epochs", self.lr_decay_epochs)
+        check_positive("lr_decay_rate", self.lr_decay_rate)
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float):

@@ -25,6 +25,7 @@ from salun.data import ImageDataset, iterate_batches
 from salun.errors import SalunError
 from salun.methods.registry import register
 from salun.saliency import check_mask_fits
+from salun.validate import check_choice, check_each, check_fields, check_int, check_positive
 
 REFERENCE_SETS = ("retain", "full")
 
@@ -54,14 +55,12 @@ class SSDConfig:
     reference: str = "retain"
 
     def __post_init__(self) -> None:
-        if not self.alpha > 0:
-            raise SalunError(f"alpha must be positive, got {self.alpha}")
-        if not self.lam > 0:
-            raise SalunError(f"lam must be positive, got {self.lam}")
-        if self.batch_size < 1:
-            raise SalunError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.reference not in REFERENCE_SETS:
-            raise SalunError(f"reference must be one of {REFERENCE_SETS}, got {self.reference!r}")
+        check_fields(self)  # types and finiteness of every field
+        check_positive("alpha", self.alpha)
+        check_positive("lam", self.lam)
+        check_each("lr_grid", self.lr_grid, check_positive)  # values of alpha
+        check_int("batch_size", self.batch_size, 1)
+        check_choice("reference", self.reference, REFERENCE_SETS)
 
 
 def fisher_importance(
