@@ -84,6 +84,8 @@ def test_inputs_and_the_working_directory_are_refused(tmp_path, synthetic, monke
         with pytest.raises(SalunError, match="contains the working directory"):
             claim_output(out, "model", overwrite=True)
     assert claim_output("sub", "model", overwrite=False)  # below the cwd is fine
+    # a built-in dataset's name is not a path: `train --data digits --out digits` is fine
+    assert claim_output("digits", "model", overwrite=False, inputs=["digits", "synthetic:9"])
 
 
 def test_read_only_parent_is_one_clear_message(tmp_path, monkeypatch):

@@ -199,7 +199,8 @@ def claim_output(
             "choose an output inside it, not above it"
         )
     for inp in inputs:
-        if inp is None or str(inp).partition(":")[0] in ("", "synthetic"):
+        # Only inputs on disk count: a built-in dataset name ("digits") is not a path.
+        if inp is None or str(inp) == "" or not os.path.lexists(_input_path(inp)):
             continue
         src = _input_path(inp).resolve()
         if _inside(src, target):
