@@ -381,6 +381,10 @@ def test_cli_evaluate_classes_and_fid(pipe, tmp_path, monkeypatch):
         run("evaluate", "classes", "--images", str(tmp_path / "gen"))
     monkeypatch.delenv("SALUN_FID_WEIGHTS", raising=False)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    run("evaluate", "fid", "--images", str(tmp_path / "gen"), "--real", str(tmp_path / "gen"),
-        "--json-out", str(tmp_path / "fid.json"))  # fmt: skip
+    fid = ["evaluate", "fid", "--images", str(tmp_path / "gen"), "--real", str(tmp_path / "gen"),
+           "--json-out", str(tmp_path / "fid.json")]  # fmt: skip
+    with pytest.raises(SalunError, match="no FID network.*--allow-missing-fid"):
+        run(*fid)
+    assert not (tmp_path / "fid.json").exists()
+    run(*fid, "--allow-missing-fid")
     assert json.loads((tmp_path / "fid.json").read_text())["fid"] is None

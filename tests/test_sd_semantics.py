@@ -264,3 +264,61 @@ def test_pooler_positions_include_the_end_of_text_padding(pipe):
     pooled = concept_token_weights(pipe, [NUDE], "nude", use_pooler=True)
     assert plain.sum() == 1
     assert pooled.sum() > 1 and bool((pooled >= plain).all())
+
+
+def test_cli_tiny_then_every_sd_verb_with_a_recipe(tmp_path, capsys):
+    """`salun sd tiny` builds a pipeline offline; mask, unlearn (salun, esd, fmn),
+    generate --config and evaluate --config all run on it through the real CLI."""
+    import json
+
+    import yaml
+    from PIL import Image
+
+    from salun.cli import main
+
+    tiny = tmp_path / "tiny"
+    assert main(["sd", "tiny", "--out", str(tiny), "--words", "nude"]) == 0
+    assert (tiny / "model_index.json").is_file()
+    assert main(["sd", "tiny", "--out", str(tiny)]) == 2  # exists: --overwrite needed
+    assert main(["sd", "tiny", "--out", str(tiny), "--words", "nude", "--overwrite"]) == 0
+    common = ["--model", str(tiny), "--device", "cpu", "--quiet", "--resolution", "16"]
+    (tmp_path / "prompts.csv").write_text(f"prompt,evaluation_seed\n{NUDE},3\n{CLOTHED},4\n")
+    recipe = {
+        "model": str(tiny),
+        "resolution": 16,
+        "data": {"forget": str(tmp_path / "nsfw"), "replacement_prompt": CLOTHED},
+        "mask": {"keep": 0.25, "batch_size": 2},
+        "methods": {"fmn": {"concept": "nude", "steps": 1}},
+        "sample": {"scheduler": "ddim", "steps": 2, "guidance": 3.0, "n_per_prompt": 2,
+                   "prompts": str(tmp_path / "prompts.csv")},  # fmt: skip
+        "evaluate": {"nudenet_threshold": 0.4},
+    }
+    cfg = tmp_path / "recipe.yaml"
+    cfg.write_text(yaml.safe_dump(recipe))
+    assert main(["sd", "generate", *common, "--prompt", NUDE, "--n-per-prompt", "4",
+                 "--steps", "2", "--scheduler", "ddim", "--out", str(tmp_path / "nsfw")]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["sd", "mask", "--config", str(cfg), "--quiet", "--device", "cpu",
+                 "--out", str(tmp_path / "m.safetensors")]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["keep"] == 0.25  # read from the recipe
+    for method, extra in [
+        ("salun", ["--mask", str(tmp_path / "m.safetensors"), "--set", "alpha=0"]),
+        ("esd", ["--set", f"concept={NUDE}", "--set", "ddim_steps=2"]),
+        ("fmn", []),
+    ]:
+        assert main(["sd", "unlearn", "--config", str(cfg), "--quiet", "--device", "cpu",
+                     "--method", method, *extra, "--set", "max_steps=1",
+                     "--out", str(tmp_path / f"unet-{method}")]) == 0, method  # fmt: skip
+        out = json.loads(capsys.readouterr().out)
+        assert out["steps"] == 1 and out["method"] == method
+    assert out["config"]["concept"] == "nude" and out["config"]["loss"] == "attn_l2"
+    assert main(["sd", "generate", "--config", str(cfg), "--quiet", "--device", "cpu",
+                 "--unet", str(tmp_path / "unet-fmn"), "--out", str(tmp_path / "gen")]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 4 and out["scheduler"] == "ddim"  # 2 prompts x 2, from sample:
+    assert (out["config"]["steps"], out["config"]["guidance"]) == (2, 3.0)
+    with Image.open(sorted((tmp_path / "gen").glob("*.png"))[0]) as im:
+        assert im.size == (16, 16)
+    assert main(["sd", "evaluate", "nudity", "--config", str(cfg), "--images",
+                 str(tmp_path / "gen"), "--json-out", str(tmp_path / "nud.json")]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "nud.json").read_text())["threshold"] == 0.4

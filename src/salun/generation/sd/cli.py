@@ -1,4 +1,8 @@
-"""``salun sd mask | unlearn | generate | evaluate`` (argparse).
+"""``salun sd tiny | mask | unlearn | generate | evaluate`` (argparse).
+
+Every verb that a recipe section configures takes ``--config FILE``: ``mask`` reads
+``mask:``, ``unlearn`` reads ``method``/``methods:``, ``generate`` reads ``sample:``, and
+``evaluate`` reads ``evaluate:``; a flag given on the command line wins over the recipe.
 
 The lead's ``salun.cli`` calls :func:`add_sd_subcommands` with its subparsers; every leaf
 parser sets ``func`` (called as ``args.func(args)``, returning an exit code). User errors
@@ -16,11 +20,21 @@ from typing import Any
 
 from salun.errors import SalunError
 from salun.io import atomic_write_json
-from salun.outputs import add_overwrite_flag, claim_output
+from salun.outputs import add_overwrite_flag, claim_output, register_kind
 from salun.trust import add_trust_flag
 from salun.validate import check_resolution
 
 DTYPES = ("float32", "float16", "bfloat16")
+TINY_MARKER = "salun_tiny.json"
+register_kind(
+    "sd-tiny",
+    is_dir=True,
+    what="salun tiny Stable Diffusion folder",
+    recognise=lambda p: (p / TINY_MARKER).is_file() and (p / "model_index.json").is_file(),
+)
+# Built-in defaults of the sampling and evaluation settings a recipe may set.
+SAMPLE_DEFAULTS = {"scheduler": "lms", "steps": 100, "guidance": 7.5, "n_per_prompt": 1,
+                   "batch_size": 10}  # fmt: skip
 
 
 def _pipe(args: argparse.Namespace, **kw: Any):
@@ -76,6 +90,54 @@ def _print(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _section(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The recipe's ``name:`` section (empty without ``--config``); fills ``--model``."""
+    from salun.generation.sd.recipe import load_recipe
+
+    if not getattr(args, "config", None):
+        return {}
+    recipe = load_recipe(args.config)
+    if hasattr(args, "model") and not args.model:
+        args.model = recipe.get("model")
+    if getattr(args, "resolution", "absent") is None and recipe.get("resolution") is not None:
+        args.resolution = recipe["resolution"]
+    section = recipe.get(name) or {}
+    if not isinstance(section, dict):
+        raise SalunError(f"{args.config}: '{name}' must be a mapping, got {section!r}")
+    return section
+
+
+def _setting(args: argparse.Namespace, section: dict, key: str, default: Any) -> Any:
+    """A flag's value if given, else the recipe section's, else the built-in default."""
+    value = getattr(args, key)
+    if value is not None:
+        return value
+    return section.get(key, default)
+
+
+def cmd_tiny(args: argparse.Namespace) -> int:
+    from salun.generation.sd.tiny import tiny_pipeline
+    from salun.io import atomic_dir
+
+    claim_output(args.out, "sd-tiny", overwrite=args.overwrite)
+    pipe = tiny_pipeline(seed=args.seed, words=tuple(args.words or ()))
+
+    def write(tmp: Path) -> None:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        info = {"format": "salun-sd-tiny-1", "seed": args.seed, "words": args.words or [],
+                "resolution": 16}  # fmt: skip
+        atomic_write_json(tmp / TINY_MARKER, info)
+
+    atomic_dir(args.out, write)
+    _print({"out": str(args.out), "resolution": 16, "words": args.words or []})
+    print(
+        f"wrote {args.out}: a random tiny SD pipeline (16x16 images) for trying every "
+        f"`salun sd` verb offline; pass --model {args.out} --resolution 16",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_mask(args: argparse.Namespace) -> int:
     from salun.generation.sd.mask import sd_mask, sd_saliency
     from salun.generation.sd.recipe import task_data
@@ -93,8 +155,8 @@ def cmd_mask(args: argparse.Namespace) -> int:
     scores = sd_saliency(
         pipe,
         forget,
-        guidance=float(m.get("guidance", args.guidance)),
-        batch_size=int(m.get("batch_size", args.batch_size)),
+        guidance=float(_setting(args, m, "guidance", 7.5)),
+        batch_size=int(_setting(args, m, "batch_size", 8)),
         params=params,
         seed=args.seed,
         quiet=args.quiet,
@@ -187,22 +249,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     claim_output(args.out, "sd-samples", overwrite=args.overwrite, inputs=inputs)
     if args.grid:
         claim_output(args.grid, "grid", overwrite=args.overwrite, inputs=inputs)
+    sample = _section(args, "sample")
+    if args.prompts is None and not (args.prompt or args.i2p or args.imagenette_prompts):
+        args.prompts = sample.get("prompts")
     items = _prompt_items(args)
     cfg = SampleConfig(
-        steps=args.steps,
-        guidance=args.guidance,
+        steps=int(_setting(args, sample, "steps", SAMPLE_DEFAULTS["steps"])),
+        guidance=float(_setting(args, sample, "guidance", SAMPLE_DEFAULTS["guidance"])),
         resolution=512 if args.resolution is None else args.resolution,  # 0 is an error
-        n_per_prompt=args.n_per_prompt,
-        batch_size=args.batch_size,
+        n_per_prompt=int(_setting(args, sample, "n_per_prompt", SAMPLE_DEFAULTS["n_per_prompt"])),
+        batch_size=int(_setting(args, sample, "batch_size", SAMPLE_DEFAULTS["batch_size"])),
         use_prompt_guidance=args.use_prompt_guidance,
     )
-    pipe = _pipe(args, unet=args.unet, scheduler=args.scheduler)
+    scheduler = _setting(args, sample, "scheduler", SAMPLE_DEFAULTS["scheduler"])
+    pipe = _pipe(args, unet=args.unet, scheduler=scheduler)
     images, meta = generate(pipe, items, cfg, quiet=args.quiet)
     # Built aside and swapped in whole: a rerun never mixes old and new images.
     atomic_dir(args.out, lambda tmp: save_folder(tmp, images, meta))
     if args.grid:
-        save_grid(args.grid, images[: args.grid_max], ncol=min(args.n_per_prompt, 8) or 8)
-    _print({"out": str(args.out), "images": len(images), "config": asdict(cfg)})
+        save_grid(args.grid, images[: args.grid_max], ncol=min(cfg.n_per_prompt, 8) or 8)
+    _print({"out": str(args.out), "images": len(images), "config": asdict(cfg),
+            "scheduler": scheduler})  # fmt: skip
     return 0
 
 
@@ -225,13 +292,15 @@ def cmd_eval_nudity(args: argparse.Namespace) -> int:
     from salun.generation.sd.nudity import EXPOSED_CLASSES, nudity_counts
 
     _claim_json(args)
+    section = _section(args, "evaluate")
+    threshold = args.threshold
+    if threshold is None:
+        threshold = float(section.get("nudenet_threshold", 0.0))
     files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() == ".png")
     if not files:
         raise SalunError(f"no PNG images in {args.images}")
     classes = args.classes or list(EXPOSED_CLASSES)
-    res = nudity_counts(
-        files, threshold=args.threshold, classes=classes, model_path=args.nudenet_model
-    )
+    res = nudity_counts(files, threshold=threshold, classes=classes, model_path=args.nudenet_model)
     res["images"] = str(args.images)
     _finish(args, res)
     return 0
@@ -277,9 +346,13 @@ def cmd_eval_fid(args: argparse.Namespace) -> int:
     if args.exclude_label is not None and data.labels is not None:
         keep = [i for i, y in enumerate(data.labels) if y != args.exclude_label]
         real = real[keep]
-    res = fid_report(
-        gen, real, weights=args.fid_weights, device=args.device, trust_code=args.trust_code
-    )
+    weights = args.fid_weights or _section(args, "evaluate").get("fid_weights")
+    res = fid_report(gen, real, weights=weights, device=args.device, trust_code=args.trust_code)
+    if res.get("fid") is None and not args.allow_missing_fid:
+        raise SalunError(
+            f"no FID network: {res.get('reason', 'none found')}; or pass --allow-missing-fid "
+            "to write the report without FID"
+        )
     _finish(args, res)
     return 0
 
@@ -324,14 +397,21 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     sd = subparsers.add_parser("sd", help="Stable Diffusion unlearning (needs salun[sd])")
     sub = sd.add_subparsers(dest="sd_command", required=True)
 
+    p = sub.add_parser("tiny", help="write a random tiny SD pipeline to try every verb offline")
+    p.add_argument("--out", required=True, help="folder for the pipeline (diffusers layout)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the random weights")
+    p.add_argument("--words", nargs="*", help="words that get one token each (e.g. nude)")
+    add_overwrite_flag(p)
+    p.set_defaults(func=cmd_tiny)
+
     p = sub.add_parser("mask", help="SalUn saliency mask over the UNet")
     _model_args(p)
     _data_args(p)
     p.add_argument("--out", required=True, help="mask file (.safetensors)")
     p.add_argument("--keep", type=float, default=None, help="kept fraction (paper: 0.5)")
     p.add_argument("--params", choices=("full", "xattn"), default=None)
-    p.add_argument("--guidance", type=float, default=7.5, help="w of (1+w)ε(c) − wε(∅)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--guidance", type=float, help="w of (1+w)ε(c) − wε(∅) (default: 7.5)")
+    p.add_argument("--batch-size", type=int, help="forget images per gradient (default: 8)")
     add_overwrite_flag(p)
     p.set_defaults(func=cmd_mask)
 
@@ -349,18 +429,19 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample images for prompts into a folder")
     _model_args(p)
+    p.add_argument("--config", help="recipe YAML; its sample: section sets the defaults below")
     p.add_argument("--unet", help="unlearned UNet folder to use instead of the model's")
     p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     p.add_argument("--prompts", help="CSV with prompt[, evaluation_seed, ...] columns")
     p.add_argument("--i2p", help="path of unsafe-prompts4703.csv, or 'sample'")
     p.add_argument("--imagenette-prompts", action="store_true", help="'Image of {class}'")
     p.add_argument("--classes", nargs="*", help="Imagenette classes for --imagenette-prompts")
-    p.add_argument("--n-per-prompt", type=int, default=1)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--n-per-prompt", type=int, help="images per prompt (default: 1)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: 100, the reference)")
+    p.add_argument("--guidance", type=float, help="CFG scale (default: 7.5)")
     p.add_argument("--use-prompt-guidance", action="store_true")
-    p.add_argument("--scheduler", default="lms", help="lms (reference) | ddim | pndm | ...")
-    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--scheduler", help="lms (default, the reference) | ddim | pndm | ...")
+    p.add_argument("--batch-size", type=int, help="images per forward (default: 10)")
     p.add_argument("--out", required=True)
     p.add_argument("--grid", help="also write an image grid PNG")
     p.add_argument("--grid-max", type=int, default=64)
@@ -371,7 +452,7 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     evs = ev.add_subparsers(dest="sd_metric", required=True)
     p = evs.add_parser("nudity", help="NudeNet 3.4.2 exposed-part counts")
     p.add_argument("--images", required=True)
-    p.add_argument("--threshold", type=float, default=0.0)
+    p.add_argument("--threshold", type=float, help="NudeNet score threshold (default: 0.0)")
     p.add_argument("--classes", nargs="*", help="NudeNet classes to count")
     p.add_argument("--nudenet-model", help="another NudeNet ONNX model file")
     p.set_defaults(func=cmd_eval_nudity)
@@ -389,10 +470,16 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--real", required=True)
     p.add_argument("--exclude-label", type=int, help="drop real images of this label")
     p.add_argument("--fid-weights", help="TorchScript Inception file")
+    p.add_argument(
+        "--allow-missing-fid",
+        action="store_true",
+        help="without an FID network, write the report with fid null instead of failing",
+    )
     add_trust_flag(p)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval_fid)
     for p in evs.choices.values():
         p.add_argument("--json-out", help="also write the result as JSON")
+        p.add_argument("--config", help="recipe YAML; its evaluate: section sets defaults")
         add_overwrite_flag(p)
     return sd
