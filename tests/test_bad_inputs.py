@@ -196,6 +196,8 @@ def _readonly_dir(tmp: Path) -> Path:
 
 F = SimpleNamespace  # rows are lambdas of the row's paths: f.w (work dir), f.ro, f.tmp
 
+# One row per bad input reads better than one argument per line.
+# fmt: off
 ROWS = [
     # split
     ("split-seed-negative", lambda f: ["split", "--data", "digits", "--scenario", "random",
@@ -376,6 +378,7 @@ ROWS = [
     ("sd-missing-model", lambda f: ["sd", "generate", "--model", "nothere", "--prompt", "a",
      "--out", "g", *DEV], r"nothere"),
 ]
+# fmt: on
 
 
 def _rows():
