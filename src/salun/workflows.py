@@ -147,15 +147,27 @@ def write_masks(
     device: str = "auto",
     quiet: bool = False,
     data: str | None = None,
+    augment: bool = False,
 ) -> list[Path]:
-    """Saliency masks for several kept fractions from one gradient pass over D_f."""
-    from salun.data import iterate_batches
+    """Saliency masks for several kept fractions from one gradient pass over D_f.
+
+    ``augment``: random crop (the original recipe's padding) + flip of the D_f batches, as
+    the reference's mask pass (docs/method.md, "Augmentation").
+    """
+    from salun.data import Augment, iterate_batches
     from salun.saliency import compute_saliency, model_fingerprint, saliency_mask, save_mask
 
     model, meta, bundle, split, dev, _ = load_for_split(model_dir, split_file, device, data)
     forget = bundle.train.subset(split.forget)
+    pad = int((meta.get("train") or {}).get("pad", 4))
+    aug = Augment(pad=pad, flip=bundle.flip) if augment else None
     batches = iterate_batches(
-        forget, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed), device=dev
+        forget,
+        batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        device=dev,
+        augment=aug,
     )
     scores = compute_saliency(model, batches)
     fingerprint = model_fingerprint(model)
@@ -169,6 +181,7 @@ def write_masks(
             scope=scope,
             split_hash=split.hash,
             kind="saliency",
+            augment=augment,
         )
         paths.append(path)
     return paths

@@ -46,8 +46,9 @@ class SGDConfig:
         batch_size: samples per step (paper: 256).
         momentum: SGD momentum (paper: 0.9).
         weight_decay: SGD weight decay (paper: 5e-4).
-        augment: use the training augmentation (the reference keeps train transforms on
-            D_f/D_r during unlearning); off by default for datasets trained without it.
+        augment: random crop + flip of every unlearning batch, D_f and D_r alike (the
+            reference unlearns on loaders that keep the training transform; see
+            docs/method.md). Off by default; on in the paper preset.
         mask_mode: ``strict`` (masked weights never move) or ``legacy`` (gradient-only
             masking, as the paper-era code).
         seed: seeds shuffling, augmentation and random labels.
@@ -111,11 +112,24 @@ class Stepper:
         """Called after every optimizer step (a hook for subclasses)."""
 
 
+def train_augment(enabled: bool, ctx) -> Augment | None:
+    """The original model's training augmentation (random crop with its padding, flips
+    where the dataset allows them), or None when ``enabled`` is off.
+
+    The reference unlearns on loaders that keep the training transform (docs/method.md,
+    "Augmentation"); the crop padding is the original recipe's ``pad`` (4 without one).
+    """
+    if not enabled:
+        return None
+    pad = int(dict(getattr(ctx, "original_train", {}) or {}).get("pad", 4))
+    return Augment(pad=pad, flip=ctx.flip)
+
+
 def epoch_batches(
     data: ImageDataset, cfg: SGDConfig, ctx, gen: torch.Generator, shuffle: bool = True
 ):
     """One shuffled pass over ``data`` with the method's augmentation setting."""
-    aug = Augment(flip=ctx.flip) if cfg.augment else None
+    aug = train_augment(cfg.augment, ctx)
     data = on_device(data, ctx.device)  # one bulk copy per pass, not one per batch
     return iterate_batches(
         data, cfg.batch_size, shuffle=shuffle, generator=gen, device=ctx.device, augment=aug

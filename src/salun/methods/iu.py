@@ -27,12 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from salun.data import ImageDataset, iterate_batches
+from salun.data import Augment, ImageDataset, iterate_batches
+from salun.data.batches import augment_batch, to_float
 from salun.errors import SalunError
 from salun.masking import apply_mask_to_delta
+from salun.methods.common import train_augment
 from salun.methods.registry import register
 from salun.saliency import check_mask_fits
-from salun.validate import check_each, check_fields, check_int, check_positive
+from salun.validate import check_each, check_fields, check_int, check_positive, check_seed
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ class IUConfig:
         chunk_size: samples per ``vmap`` chunk of the fast path (memory: chunk_size ×
             parameters floats).
         reference: use the slow per-sample ``backward()`` loop (for checking the fast path).
+        augment: take every gradient (D_f sum, D_r sum, per-sample retain gradients) on
+            randomly cropped and flipped images, as the reference does (its loaders keep
+            the training transform; docs/method.md). Off by default; on in the paper preset.
+        seed: seeds the augmentation (unused without it).
     """
 
     grid_field: ClassVar[str] = "alpha"
@@ -64,9 +70,12 @@ class IUConfig:
     batch_size: int = 256  # reference
     chunk_size: int = 64
     reference: bool = False
+    augment: bool = False
+    seed: int = 0
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_seed("seed", self.seed)
         check_positive("alpha", self.alpha)
         check_each("lr_grid", self.lr_grid, check_positive)  # values of alpha
         check_positive("damping", self.damping)
@@ -79,6 +88,19 @@ class IUConfig:
     def samples(self) -> int:
         """How many per-sample retain gradients the recursion uses at most."""
         return self.num_samples if self.num_samples is not None else int(self.damping) + 2
+
+
+def augmented_copy(
+    data: ImageDataset, aug: Augment, gen: torch.Generator, batch_size: int = 1024
+) -> ImageDataset:
+    """``data`` with every image randomly cropped and flipped once (one pass of a training
+    loader). Crops pad with zeros and flips move pixels, so the uint8 copy is exact."""
+    out = []
+    for start in range(0, len(data), batch_size):
+        x = augment_batch(to_float(data.images[start : start + batch_size], "cpu"), aug, gen)
+        out.append(torch.round(x * 255.0).to(torch.uint8))
+    images = torch.cat(out) if out else data.images.clone()
+    return ImageDataset(images, data.labels.clone())
 
 
 def _trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -185,16 +207,22 @@ def iu(model, forget, retain, cfg: IUConfig, ctx, mask=None):
         check_mask_fits(mask, model)
     model.eval()  # BN frozen: running statistics are used and never updated
     dev = ctx.device
+    fisher = retain.subset(range(min(cfg.samples, len(retain))))
+    aug = train_augment(cfg.augment, ctx)
+    if aug is not None and aug.active:
+        # one augmented pass per loader, as the reference's three loaders each draw their own
+        gen = torch.Generator().manual_seed(cfg.seed)
+        forget, retain, fisher = (augmented_copy(d, aug, gen) for d in (forget, retain, fisher))
     if cfg.reference:
         g_f = _summed_gradient_reference(model, forget, cfg.batch_size, dev)
         g_r = _summed_gradient_reference(model, retain, cfg.batch_size, dev)
         v = forget_direction(g_f, g_r, len(forget), len(retain))
-        k = woodfisher_reference(model, retain, v, cfg.damping, cfg.samples, dev)
+        k = woodfisher_reference(model, fisher, v, cfg.damping, cfg.samples, dev)
     else:
         g_f = summed_gradient(model, forget, cfg.batch_size, dev)
         g_r = summed_gradient(model, retain, cfg.batch_size, dev)
         v = forget_direction(g_f, g_r, len(forget), len(retain))
-        k = woodfisher_fast(model, retain, v, cfg.damping, cfg.samples, cfg.chunk_size, dev)
+        k = woodfisher_fast(model, fisher, v, cfg.damping, cfg.samples, cfg.chunk_size, dev)
     if not torch.isfinite(k).all():
         raise SalunError("the influence update is not finite; raise damping or check the model")
     start = {n: p.detach().clone() for n, p in model.named_parameters()}

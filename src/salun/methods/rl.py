@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from salun.data import ImageDataset
-from salun.methods.common import SGDConfig, Stepper, epoch_batches, random_labels
+from salun.methods.common import (
+    SGDConfig,
+    Stepper,
+    epoch_batches,
+    random_labels,
+    train_augment,
+)
 from salun.methods.registry import register
 from salun.saliency import compute_saliency, saliency_mask
 from salun.utils import progress, seed_everything
@@ -53,11 +59,15 @@ class SalUnConfig(RLConfig):
         keep: fraction of weights in the saliency mask (paper: 0.5, γ = median).
         scope: ``global`` thresholding (paper) or ``layer`` (ablation).
         mask_batch_size: batch size of the saliency pass over D_f (reference: 256).
+        mask_augment: random crop + flip of the saliency pass's D_f batches (the reference
+            computes its gradients on the training transform; docs/method.md). Off by
+            default; on in the paper preset.
     """
 
     keep: float = 0.5
     scope: str = "global"
     mask_batch_size: int = 256
+    mask_augment: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -111,11 +121,11 @@ def random_label_unlearning(
 
 
 def forget_saliency_mask(model, forget: ImageDataset, cfg: SalUnConfig, ctx):
-    """The paper's mask: CE gradients on D_f at θ_o, global top-``keep`` (SALUN_SPEC §1.2)."""
-    from salun.data import Augment, iterate_batches
+    """The paper's mask: CE gradients on D_f at θ_o, global top-``keep`` (docs/method.md)."""
+    from salun.data import iterate_batches
 
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # its own stream: RL's stays untouched
-    aug = Augment(flip=ctx.flip) if cfg.augment else None
+    aug = train_augment(cfg.mask_augment, ctx)
     batches = iterate_batches(
         forget, cfg.mask_batch_size, shuffle=True, generator=gen, device=ctx.device, augment=aug
     )
