@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 OUT="${1:-runs/quick}"
 .venv/bin/salun bench --preset quick --out "$OUT" --threads 1
-echo "report: $OUT/report.md and $OUT/report.html" >&2
+# salun bench prints the report's paths as its last line

@@ -6,6 +6,7 @@ User errors (:class:`SalunError`) print one line and exit with code 2, no traceb
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import warnings
@@ -25,6 +26,36 @@ from salun.validate import check_each, check_int, check_range, check_seed
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_flag(p)
+
+
+def add_threads_flag(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU thread count for the command (see :func:`_run`)."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's); results can differ with the count, "
+        "and 1 is much faster for small models on a busy machine",
+    )
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run with ``torch.set_num_threads(n)`` (None: unchanged); restored afterwards, so an
+    in-process caller (tests, notebooks) keeps its own setting."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise SalunError(f"--threads must be at least 1, got {n}")
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _data_flag(p: argparse.ArgumentParser) -> None:
@@ -325,7 +356,8 @@ def _run(argv: list[str]) -> int:
     else:
         args = parser.parse_args(argv)
     handler = getattr(args, "handler", None) or args.func
-    code = handler(args)
+    with torch_threads(getattr(args, "threads", None)):
+        code = handler(args)
     return code if isinstance(code, int) else 0
 
 

@@ -26,14 +26,19 @@ def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
         help="run (or resume) a benchmark grid: methods × scenarios × seeds",
         description=(
             "Run a benchmark from a preset (configs/NAME.yaml) or a YAML file into --out. "
-            "Rerunning the same command resumes: finished runs are skipped. The report "
+            "Rerunning the same command resumes: finished runs are skipped. One process at a "
+            "time writes a folder (a second one exits naming the first). The report "
             "(report.md, report.html) is written at the end."
         ),
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--preset", help="a preset name: ci, quick, standard or paper-cifar10")
     src.add_argument("--config", help="a benchmark YAML file")
-    p.add_argument("--out", required=True, help="the result folder (created; resumed if it exists)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the result folder: created, or resumed if it is a benchmark folder of this config",
+    )
     p.add_argument("--executor", choices=EXECUTORS, default="local", help="default: local")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: a local 2-CPU one)")
     p.add_argument("--cpus-per-run", type=float, default=1, help="Ray: CPUs per run (default 1)")
@@ -45,7 +50,7 @@ def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
         help="torch CPU threads per run (default: torch's); 1 is much faster for small "
         "models on a busy machine",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.set_defaults(handler=cmd_bench)
 
@@ -101,6 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         gpus_per_run=args.gpus_per_run,
         threads=args.threads,
         command=command_line(args),
+        report=not args.no_report,
     )
     try:
         out = run_bench(cfg, args.out, options)
@@ -108,22 +114,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise SalunError(
             f"interrupted; finished runs are saved in {args.out}: rerun the same command to resume"
         ) from None
-    if not args.no_report:
-        from salun.report import write_report
-
-        paths = write_report(out)
-        print(f"report: {paths['md']} and {paths['html']}", file=sys.stderr)
-    print(str(Path(out) / "results.jsonl"))
+    results = Path(out) / "results.jsonl"
+    print(results, flush=True)  # stdout: the records, for scripts
+    if args.no_report:
+        print(f"results: {results} (no report: --no-report)", file=sys.stderr)
+    else:  # the log's last line
+        print(f"report: {out / 'report.md'} and {out / 'report.html'}", file=sys.stderr)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Handler of ``salun report``."""
+    from salun.bench.lock import report_lock
+    from salun.bench.session import read_bench
     from salun.report import write_report
 
     if not Path(args.dir).is_dir():
         raise SalunError(f"{args.dir} is not a folder; pass the --out folder of salun bench")
-    paths = write_report(args.dir)
+    read_bench(args.dir)  # not a benchmark folder: nothing is written into it
+    # a running benchmark may be adding records: the report reads complete records only
+    # (each is written atomically) and takes turns with the benchmark's own final report
+    with report_lock(args.dir):
+        paths = write_report(args.dir)
     print(paths["md"])
     print(paths["html"])
     return 0

@@ -1,13 +1,20 @@
-"""The benchmark driver: splits, then stage by stage original → Retrain → (lr search) → runs.
+"""The benchmark driver: splits, then stage by stage original → Retrain → (lr search on the
+tuning seeds) → final runs per protocol (``paper``, then ``tuned``; see docs/benchmarks.md).
 
 Every run has a unique key; a run whose record exists is skipped, so rerunning the same
 command after a kill resumes where it stopped and ends with exactly one record per run.
 Models (original, Retrain) are cached under ``models/<hash>/`` and reused.
+
+Before anything is written, the whole grid is checked: every method config the grid will
+build (each searched value, each seed), the recipes, the architecture, the splits. Only
+then is the folder claimed and locked (one writer per folder, see ``lock.py``): a bad
+config leaves no folder, and no ``bench.json`` tying a folder to it.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -17,30 +24,39 @@ import numpy as np
 
 from salun.bench.config import BenchConfig, MethodEntry
 from salun.bench.executors import Executor, make_executor
+from salun.bench.folder import claim_bench_folder
+from salun.bench.lock import BenchLock, describe_holder, report_lock
 from salun.bench.plan import (
     FINAL,
     ORIGINAL,
+    PAPER,
     RETRAIN,
     TUNE,
+    TUNED,
     UNLEARN,
     Task,
+    choose_value,
+    count_runs,
     final_key,
     grid_field,
     original_hash,
     original_key,
+    recipe_for,
     retrain_hash,
     retrain_key,
+    search_grid,
     split_file,
     tune_key,
 )
 from salun.bench.plan import method_overrides as with_seed_lr
-from salun.bench.session import Session, now
+from salun.bench.runlog import RunLog
+from salun.bench.session import Session, check_same_config, now
 from salun.bench.store import ResultStore
 from salun.bench.tasks import retrain_via
 from salun.data import Split, load_dataset, make_split, save_split
 from salun.errors import SalunError
 from salun.metrics import GAP_METRICS, avg_gap, gaps
-from salun.utils import device_name, progress, resolve_device
+from salun.utils import device_name, resolve_device
 
 OnRecord = Callable[[dict[str, Any]], None]
 
@@ -53,11 +69,13 @@ class BenchOptions:
         executor: ``local`` or ``ray``.
         ray_address: an existing Ray cluster; None starts a local 2-CPU instance.
         device: ``auto``, ``cpu``, ``cuda``...
-        quiet: no progress bars.
+        quiet: no progress bars and no per-run lines.
         cpus_per_run, gpus_per_run: Ray resource requests (gpus default: 1 on CUDA).
         threads: torch CPU threads per run (None: torch's default; Ray workers get
             ``cpus_per_run``). Small models on a busy machine run much faster with 1.
         command: the exact command line, recorded for the report.
+        report: write ``report.md`` / ``report.html`` at the end of a finished run, while
+            still holding the folder's lock.
     """
 
     executor: str = "local"
@@ -68,6 +86,7 @@ class BenchOptions:
     gpus_per_run: float | None = None
     threads: int | None = None
     command: str | None = None
+    report: bool = False
 
 
 def run_bench(
@@ -86,6 +105,11 @@ def run_bench(
         options: executor, device, progress.
         on_record: called with every new record (tests use it to simulate a kill).
 
+    Raises:
+        SalunError: a bad config (before anything is written), ``out`` not a benchmark
+            folder, another process running a benchmark in ``out``, another config's
+            results in ``out``.
+
     Example:
         >>> run_bench(load_preset("ci"), "results/ci")
     """
@@ -103,22 +127,47 @@ class _Runner:
     # ---- orchestration -------------------------------------------------------------
     def run(self) -> Path:
         cfg = self.cfg
+        self._check_grid()  # every config the grid builds: a bad one fails before any write
         bundle = load_dataset(cfg.dataset, cfg.data_root)  # missing data: a clear error now
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.session = Session(self.out, cfg, self._session_info())
-        self.store = ResultStore(self.out)
-        self.executor: Executor | None = None
-        status = "failed"
+        self._plan_splits(bundle)
+        self._check_model(bundle)
+        check_same_config(self.out, cfg)  # early, read-only; checked again under the lock
+        data = [cfg.data_root, cfg.dataset if ":" in cfg.dataset else None]  # npz:PATH...
+        created = claim_bench_folder(self.out, inputs=data)
+        lock = BenchLock(self.out, command=self.opt.command, started_at=now())
+        lock.acquire()  # busy: exits naming the holder (a folder made here stays, empty)
         try:
-            self._make_splits(bundle)
-            self.bar = progress(total=self._total_runs(), desc="bench", quiet=self.opt.quiet)
-            self.bar.update(len(self.store))
+            self._run_locked(created, lock)
+        finally:
+            lock.release()
+        return self.out
+
+    def _run_locked(self, created: bool, lock: BenchLock) -> None:
+        cfg = self.cfg
+        self.executor: Executor | None = None
+        try:  # before the session: an unreachable Ray cluster leaves a new folder unmade
             self.executor = make_executor(
                 self.opt.executor,
                 address=self.opt.ray_address,
                 cpus_per_run=self.opt.cpus_per_run,
                 gpus_per_run=self._gpus_per_run(),
             )
+            self.session = Session(self.out, cfg, self._session_info())
+        except BaseException:
+            if self.executor is not None:
+                self.executor.close()
+            _discard_new_folder(self.out, created, lock)
+            raise
+        self.store = ResultStore(self.out)
+        self.log = RunLog(self._total_runs(), len(self.store), quiet=self.opt.quiet)
+        if lock.stale:
+            self.log.say(f"took over the lock of a run that died ({describe_holder(lock.stale)})")
+        if self.session.died:
+            self.log.say(f"{self.session.died} earlier session(s) marked died in bench.json")
+        self.log.skipped()
+        status = "failed"
+        try:
+            self._save_splits()
             self.session.update(**self.executor.info())
             self._stage([self._original_task(s) for s in cfg.all_seeds])
             self._stage(
@@ -131,12 +180,14 @@ class _Runner:
             status = "interrupted"
             raise
         finally:
-            if hasattr(self, "bar"):
-                self.bar.close()
-            if self.executor is not None:
-                self.executor.close()
+            self.log.close()
+            self.executor.close()
             self.session.end(status)
-        return self.out
+        if self.opt.report:
+            from salun.report import write_report
+
+            with report_lock(self.out):
+                write_report(self.out)
 
     def _session_info(self) -> dict[str, Any]:
         return {
@@ -147,38 +198,84 @@ class _Runner:
             "threads": self.opt.threads,
         }
 
+    # ---- checks before anything is written ------------------------------------------
+    def _check_grid(self) -> None:
+        """Build every config the runs will build: recipes, Retrain's, and each method's
+        for every seed and every searched value, so that a bad value (``lr_grid: [-1]``)
+        stops the benchmark before anything trains or is written."""
+        from salun.methods import make_config
+
+        cfg = self.cfg
+        for seed in cfg.all_seeds:
+            _checked(f"original (seed {seed})", lambda seed=seed: recipe_for(cfg, seed))
+        _checked("Retrain", retrain_via)
+        for m in cfg.methods:
+            field, names = self._field(m), self._method_fields(m)
+            grid = _checked(f"method {m.label!r}", lambda m=m: self._grid(m))
+            for value in grid:
+                if not math.isfinite(value) or value <= 0:
+                    raise SalunError(
+                        f"method {m.label!r}: every {field} of its lr_grid must be a finite "
+                        f"positive number, got {value}"
+                    )
+            values = (None, *grid) if cfg.tune_lr else (None,)
+            for seed in cfg.all_seeds:
+                for v in values:
+                    overrides = with_seed_lr(m.overrides, names, seed, field, v)
+                    where = f"method {m.label!r}" + (f" with {field}={v:g}" if v else "")
+                    _checked(where, lambda m=m, o=overrides: make_config(m.method, o))
+
+    def _check_model(self, bundle) -> None:
+        """The architecture builds for this dataset (on the meta device: no memory)."""
+        import torch
+
+        from salun.models import build_from_kwargs, model_kwargs_for
+
+        with torch.device("meta"):
+            build_from_kwargs(model_kwargs_for(bundle, self.cfg.arch, self.cfg.width))
+
+    def _threads(self) -> int:
+        import torch
+
+        return self.opt.threads or torch.get_num_threads()
+
     def _gpus_per_run(self) -> float:
         if self.opt.gpus_per_run is not None:
             return self.opt.gpus_per_run
         return 1.0 if self.device.type == "cuda" else 0.0
 
     def _total_runs(self) -> int:
-        cfg = self.cfg
-        n_s = len(cfg.scenarios)
-        total = len(cfg.all_seeds) * (1 + n_s) + len(cfg.seeds) * n_s * len(cfg.methods)
-        if cfg.tune_lr:
-            total += n_s * sum(len(self._grid(m)) for m in cfg.methods)
-        return total
+        return count_runs(self.cfg)
 
     def _stage(self, tasks: list[Task]) -> None:
+        """Run the tasks not recorded yet (one stage: the log's ETA is per stage)."""
         todo = [t for t in tasks if not self.store.has(t.key)]
         if todo:
+            self.log.start_stage(_stage_name(todo[0]), len(todo))
             self.executor.run(todo, self._on_done)
 
     def _on_done(self, task: Task, result: dict[str, Any]) -> None:
-        self._add(self._record(task, result))
+        self._add(self._record(task, result), ran=True, cached=bool(result.get("cached")))
 
-    def _add(self, record: dict[str, Any]) -> None:
+    def _add(self, record: dict[str, Any], *, ran: bool = False, cached: bool = False) -> None:
+        """Store a record; ``ran``: it comes from an executed task (else it was derived,
+        e.g. reused from an identical run, and takes no time)."""
         record = {"seq": self.store.next_seq(), **record, "finished_at": now()}
         self.store.add(record)
-        self.bar.update(1)
-        self.bar.set_postfix_str(record["key"])
+        status = record["status"]
+        if record.get("reused_from"):
+            status += f", reuses {record['reused_from']}"
+        if ran:
+            self.log.finished(record["key"], status, cached=cached)
+        else:
+            self.log.derived(record["key"], status)
         self.session.save()
         if self.on_record is not None:
             self.on_record(record)
 
     # ---- splits and tasks ----------------------------------------------------------
-    def _make_splits(self, bundle) -> None:
+    def _plan_splits(self, bundle) -> None:
+        """Every split, in memory (saved by :meth:`_save_splits` once the folder is ours)."""
         cfg = self.cfg
         for seed in cfg.all_seeds:
             for sc in cfg.scenarios:
@@ -191,9 +288,6 @@ class _Runner:
                     seed=seed,
                     val_fraction=cfg.val_fraction,
                 )
-                path = self.out / split_file(sc.name, seed, split)
-                if not path.is_file():
-                    save_split(split, path)
                 self.splits[(sc.name, seed)] = split
             first = self.splits[(cfg.scenarios[0].name, seed)]
             for sc in cfg.scenarios:
@@ -203,6 +297,12 @@ class _Runner:
                 if not (np.array_equal(s.train, first.train) and np.array_equal(s.val, first.val)):
                     raise SalunError(f"scenario {sc.name!r} splits the training set differently")
             self.original_dirs[seed] = f"models/{original_hash(cfg, seed, first)}"
+
+    def _save_splits(self) -> None:
+        for (scenario, seed), split in self.splits.items():
+            path = self.out / split_file(scenario, seed, split)
+            if not path.is_file():
+                save_split(split, path)
 
     def _base(self, kind: str, key: str, seed: int, scenario: str | None) -> dict[str, Any]:
         cfg = self.cfg
@@ -242,22 +342,23 @@ class _Runner:
         return grid_field(get_method(m.method).config)
 
     def _grid(self, m: MethodEntry) -> tuple[float, ...]:
-        """The values searched for ``m`` (its config's ``lr_grid``; empty: no search)."""
-        from salun.methods import make_config
-
-        if self._field(m) not in self._method_fields(m):
-            return ()
-        grid = getattr(make_config(m.method, m.overrides), "lr_grid", ())
-        return tuple(dict.fromkeys(float(v) for v in grid))  # a repeated value runs once
+        """The values the tuned protocol searches for ``m`` (empty: no search)."""
+        return search_grid(m)
 
     def _unlearn_task(
-        self, m: MethodEntry, scenario: str, seed: int, phase: str, lr: float | None
+        self,
+        m: MethodEntry,
+        scenario: str,
+        seed: int,
+        phase: str,
+        lr: float | None,
+        protocol: str | None = None,
     ) -> Task:
         field = self._field(m)
         key = (
             tune_key(scenario, seed, m.label, field, lr)
             if phase == TUNE
-            else final_key(scenario, seed, m.label)
+            else final_key(scenario, seed, m.label, protocol)
         )
         mask = None
         if m.method == "salun":  # search runs too: the final run may reuse one of them
@@ -273,16 +374,17 @@ class _Runner:
 
     # ---- learning-rate search and final runs ---------------------------------------
     def _search_lrs(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """Run every lr of every grid on the search seed; choose the smallest Avg. Gap."""
+        """Run every value of every grid on every tuning seed; per (scenario, method) choose
+        the value with the smallest mean Avg. Gap over those seeds (``choose_value``)."""
         cfg = self.cfg
         choices: dict[tuple[str, str], dict[str, Any]] = {}
         if not cfg.tune_lr:
             return choices
-        seed = cfg.search_seed
         tasks = [
             self._unlearn_task(m, sc.name, seed, TUNE, lr)
             for m in cfg.methods
             for sc in cfg.scenarios
+            for seed in cfg.search_seeds
             for lr in self._grid(m)
         ]
         self._stage(tasks)
@@ -291,61 +393,81 @@ class _Runner:
             for sc in cfg.scenarios:
                 if not grid:
                     continue
-                by_lr = {}
+                gaps: dict[float, dict[int, float | None]] = {}
                 for lr in grid:
-                    rec = self.store.get(tune_key(sc.name, seed, m.label, self._field(m), lr))
-                    ok = rec is not None and rec["status"] == "ok"
-                    by_lr[lr] = rec["avg_gap"] if ok else math.inf
-                best = min(grid, key=lambda lr: (by_lr[lr], grid.index(lr)))  # ties: first
-                choices[(sc.name, m.label)] = {
-                    "value": best if math.isfinite(by_lr[best]) else None,
-                    "field": self._field(m),
-                    "source": "searched",
-                    "grid": list(grid),
-                    "search_seed": seed,
-                    "avg_gap_by_value": {f"{lr:g}": _finite(v) for lr, v in by_lr.items()},
-                }
+                    for seed in cfg.search_seeds:
+                        rec = self.store.get(tune_key(sc.name, seed, m.label, self._field(m), lr))
+                        ok = rec is not None and rec["status"] == "ok"
+                        gaps.setdefault(lr, {})[seed] = rec["avg_gap"] if ok else None
+                choices[(sc.name, m.label)] = choose_value(
+                    grid, gaps, field=self._field(m), tune_seeds=cfg.search_seeds
+                )
         return choices
 
     def _final_runs(self, choices: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """One stage per protocol, ``paper`` first: a ``tuned`` run identical to a run
+        already made (its ``paper`` twin, or a search run on a reported seed) is reused."""
+        for protocol in self.cfg.protocols:
+            self._protocol_runs(protocol, choices if protocol == TUNED else {})
+
+    def _protocol_runs(self, protocol: str, choices: dict[tuple[str, str], dict]) -> None:
         cfg = self.cfg
         tasks = []
         for seed in cfg.seeds:
             for sc in cfg.scenarios:
                 for m in cfg.methods:
-                    key = final_key(sc.name, seed, m.label)
+                    key = final_key(sc.name, seed, m.label, protocol)
                     if self.store.has(key):
                         continue
                     choice = choices.get((sc.name, m.label))
-                    if choice is None:  # no search: the config's own lr
-                        tasks.append((self._unlearn_task(m, sc.name, seed, FINAL, None), None))
-                    elif choice["value"] is None:
-                        self._add(self._failed_final(m, sc.name, seed, choice))
-                    elif seed == cfg.search_seed:
-                        self._add(self._reuse_search_run(m, sc.name, seed, choice))
+                    if choice is not None and choice["value"] is None:
+                        self._add(self._failed_final(m, sc.name, seed, choice, protocol))
+                        continue
+                    value = None if choice is None else choice["value"]
+                    task = self._unlearn_task(m, sc.name, seed, FINAL, value, protocol)
+                    twin = self._identical_run(task, m, sc.name, seed, choice)
+                    if twin is not None:
+                        self._add(self._reuse(twin, task, choice))
                     else:
-                        task = self._unlearn_task(m, sc.name, seed, FINAL, choice["value"])
                         tasks.append((task, choice))
         self.choices.update({t.key: c for t, c in tasks if c is not None})
         self._stage([t for t, _ in tasks])
 
-    def _reuse_search_run(self, m: MethodEntry, scenario: str, seed: int, choice) -> dict:
-        """The search already ran this exact config on this seed: reuse its result."""
-        src = self.store.get(tune_key(scenario, seed, m.label, choice["field"], choice["value"]))
+    def _identical_run(self, task: Task, m: MethodEntry, scenario: str, seed: int, choice):
+        """A finished record of exactly ``task``'s config on its seed, or None."""
+        if choice is not None and seed in self.cfg.search_seeds:  # legacy: reported seed
+            field, value = choice["field"], choice["value"]
+            return self.store.get(tune_key(scenario, seed, m.label, field, value))
+        if task.key.startswith(f"{FINAL}.{TUNED}.") and PAPER in self.cfg.protocols:
+            twin = self.store.get(final_key(scenario, seed, m.label, PAPER))
+            if twin is not None and twin.get("status") == "ok":
+                paper = self._unlearn_task(m, scenario, seed, FINAL, None, PAPER)
+                if paper.overrides == task.overrides:
+                    return twin
+        return None
+
+    def _reuse(self, src: dict, task: Task, choice) -> dict:
+        """The same config already ran on this seed: reuse its result under ``task.key``."""
         rec = {k: v for k, v in src.items() if k not in ("seq", "finished_at", "format")}
         return {
             **rec,
-            "key": final_key(scenario, seed, m.label),
+            "key": task.key,
             "phase": FINAL,
-            "lr_choice": choice,
+            "protocol": task.key.split(".")[1],
+            "lr_choice": choice or self._config_choice(rec),
             "reused_from": src["key"],
         }
 
-    def _failed_final(self, m: MethodEntry, scenario: str, seed: int, choice) -> dict:
-        task = self._unlearn_task(m, scenario, seed, FINAL, None)
+    @staticmethod
+    def _config_choice(rec: dict) -> dict:
+        hp = rec.get("hparam") or {}
+        return {"value": hp.get("value"), "field": hp.get("name", "lr"), "source": "config"}
+
+    def _failed_final(self, m: MethodEntry, scenario: str, seed: int, choice, protocol) -> dict:
+        task = self._unlearn_task(m, scenario, seed, FINAL, None, protocol)
         err = (
             f"every value of {choice['field']} in the grid {choice['grid']} failed in the "
-            f"search on seed {choice['search_seed']}"
+            f"search on seeds {choice.get('tune_seeds') or choice.get('search_seed')}"
         )
         return self._record(task, {"status": "failed", "error": err}) | {"lr_choice": choice}
 
@@ -358,6 +480,7 @@ class _Runner:
             "key": task.key,
             "kind": task.kind,
             "phase": task.phase,
+            "protocol": task.key.split(".")[1] if task.phase == FINAL else None,
             "scenario": task.scenario,
             "seed": task.seed,
             "method": task.label or task.kind,
@@ -373,7 +496,10 @@ class _Runner:
             "switches": {
                 "executor": self.opt.executor,
                 "device": self.opt.device,
+                "threads": self.opt.threads,
                 "tune_lr": self.cfg.tune_lr,
+                "protocols": list(self.cfg.protocols),
+                "tune_seeds": list(self.cfg.search_seeds),
             },
             "split_hash": split.hash if task.kind != ORIGINAL else None,
             "split_file": task.split_file,
@@ -390,7 +516,10 @@ class _Runner:
         }
         worker = result.get("worker", {})
         rec.update(
-            device=worker.get("device"),
+            # where it ran: results depend on the thread count (float reduction order).
+            # A record made without a worker (a failed search) gets the driver's values.
+            device=worker.get("device") or device_name(self.device),
+            torch_threads=worker.get("torch_threads") or self._threads(),
             versions=worker.get("versions"),
             git_commit=worker.get("git_commit"),
             worker=worker,
@@ -398,11 +527,7 @@ class _Runner:
         if task.kind == UNLEARN:
             rec["mask_file"] = task.mask_file
             if task.phase == FINAL:
-                rec["lr_choice"] = self.choices.get(task.key) or {
-                    "value": rec["hparam"]["value"],
-                    "field": rec["hparam"]["name"],
-                    "source": "config",
-                }
+                rec["lr_choice"] = self.choices.get(task.key) or self._config_choice(rec)
         rec.update(self._gap_fields(task, rec))
         return rec
 
@@ -432,3 +557,28 @@ class _Runner:
 
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
+
+
+def _stage_name(task: Task) -> str:
+    """``original``, ``retrain``, ``tune``, or ``final`` (+ the protocol when named)."""
+    if task.kind != UNLEARN:
+        return task.kind
+    if task.phase == FINAL and task.key.count(".") >= 4:  # final.<protocol>.<sc>.s<n>.<m>
+        return f"{FINAL} {task.key.split('.')[1]}"
+    return task.phase or UNLEARN
+
+
+def _checked(where: str, build: Callable[[], Any]) -> Any:
+    """``build()``, its config error prefixed with where it comes from."""
+    try:
+        return build()
+    except (SalunError, TypeError, ValueError) as e:  # a dataclass's own type/value checks
+        raise SalunError(f"{where}: {e}") from None
+
+
+def _discard_new_folder(out: Path, created: bool, lock: BenchLock) -> None:
+    """Undo a folder this run created, when it fails before writing anything into it
+    (removed while still locked, so no other run can have started writing into it)."""
+    if created and all(p.name == lock.path.name for p in out.iterdir()):
+        shutil.rmtree(out, ignore_errors=True)
+    lock.release()

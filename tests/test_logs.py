@@ -1,0 +1,202 @@
+"""The main job's log: plain lines when redirected, a per-stage ETA, one final line; and
+``--threads`` on the computing verbs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from salun.bench import load_preset
+from salun.bench.plan import count_runs
+from salun.bench.runlog import RunLog, format_eta
+from salun.utils import progress
+
+NOON = dt.datetime(2026, 12, 1, 12, 0, 0)
+TASK_LINE = re.compile(r"^\[(\d+)/(\d+)\] \S+ ")
+# lines besides one per run: a line per stage (original, Retrain, search, two protocols),
+# resume / stale-lock notes, and the final line
+OVERHEAD = 10
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_log(total: int, done: int = 0) -> tuple[RunLog, io.StringIO, FakeClock]:
+    out, clock = io.StringIO(), FakeClock()
+    return RunLog(total, done, stream=out, clock=clock, wallclock=lambda: NOON), out, clock
+
+
+# ---- the ETA ---------------------------------------------------------------------------
+
+
+def test_eta_is_unknown_until_a_run_of_the_stage_finishes_then_uses_the_stage_mean():
+    log, out, clock = make_log(total=7)
+    log.start_stage("original", 1)
+    clock.t = 600.0  # an original model: 10 minutes
+    log.finished("original.s0", "ok")
+    log.start_stage("tune", 6)
+    clock.t += 10.0
+    log.finished("tune.a", "ok")
+    clock.t += 20.0
+    log.finished("tune.b", "ok")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "stage original models: 1 run to do, ETA unknown"
+    assert lines[1] == "[1/7] original.s0 ok (600.0 s); original models 1/1, stage done"
+    assert lines[2] == "stage lr search: 6 runs to do, ETA unknown"
+    # the search's own mean (10 s, then (10 + 20) / 2 = 15 s) times the runs left (5, then
+    # 4); the 600 s of the other stage do not count
+    assert lines[3] == "[2/7] tune.a ok (10.0 s); lr search 1/6, stage ETA 12:00:50 (in 50 s)"
+    assert lines[4] == "[3/7] tune.b ok (20.0 s); lr search 2/6, stage ETA 12:01:00 (in 1 min)"
+
+
+def test_cached_runs_are_left_out_of_the_mean():
+    log, out, clock = make_log(total=3)
+    log.start_stage("retrain", 3)
+    clock.t = 0.5
+    log.finished("retrain.a", "ok", cached=True)  # a reused model: no time
+    assert out.getvalue().splitlines()[-1].endswith("Retrain 1/3, ETA unknown")
+    clock.t = 100.5
+    log.finished("retrain.b", "ok")  # 100 s since the previous completion
+    assert out.getvalue().splitlines()[-1].endswith("stage ETA 12:01:40 (in 2 min)")
+
+
+def test_eta_names_the_date_when_not_today():
+    assert format_eta(3600 * 13, NOON) == "ETA 2026-12-02 01:00 (in 13 h 00 min)"
+    assert format_eta(90, NOON) == "ETA 12:01:30 (in 2 min)"
+
+
+def test_resume_says_how_many_runs_are_skipped_and_derived_runs_count():
+    log, out, _ = make_log(total=5, done=3)
+    log.skipped()
+    log.derived("final.tuned.x", "ok, reuses final.paper.x")
+    assert out.getvalue().splitlines() == [
+        "resuming: 3 finished runs skipped, 2 to do",
+        "[4/5] final.tuned.x ok, reuses final.paper.x (no run)",
+    ]
+
+
+def test_quiet_log_prints_nothing():
+    out = io.StringIO()
+    log = RunLog(2, 1, quiet=True, stream=out)
+    log.skipped()
+    log.start_stage("final", 1)
+    log.finished("final.x", "ok")
+    assert out.getvalue() == ""
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("SALUN_QUIET", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert progress(range(3), desc="x").disable  # redirected: no bar
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert not progress(range(3), desc="x").disable
+    assert progress(range(3), desc="x", quiet=True).disable
+
+
+# ---- the redirected log of a real run --------------------------------------------------
+
+
+def test_redirected_bench_log_has_one_line_per_run_and_one_final_report_line(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    raw = {
+        "name": "tiny", "dataset": "digits", "arch": "mlp", "width": 0.25,
+        "original": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+        "scenarios": ["random10"], "seeds": [0], "mia_features": ["confidence"],
+        "protocol": ["paper", "tuned"], "tune_seeds": [1],
+        "methods": {"ft": {"epochs": 1, "lr": 0.01, "lr_grid": [0.01, 0.03]},
+                    "ga": {"epochs": 1, "lr": 0.001, "lr_grid": []}},
+    }  # fmt: skip
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "salun", "bench", "--config", str(config), "--out", str(out),
+            "--threads", "1", "--device", "cpu"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "SALUN_QUIET"}  # bars would be allowed
+    log = tmp_path / "log.txt"
+    with log.open("w") as f:  # stdout and stderr to one file, as scripts/main.sh > log does
+        assert subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, env=env).returncode == 0
+    text = log.read_text()
+    lines = text.splitlines()
+    from salun.bench import load_config
+
+    tasks = count_runs(load_config(config))
+    assert tasks == 2 + 2 + 2 + 4  # originals, Retrains (seeds 0, 1), search, 2 protocols
+    assert "\r" not in text and "it/s" not in text  # no progress bar redraws
+    task_lines = [x for x in lines if TASK_LINE.match(x)]
+    assert [TASK_LINE.match(x).groups() for x in task_lines] == [
+        (str(i), str(tasks)) for i in range(1, tasks + 1)
+    ]
+    assert len(lines) <= tasks + OVERHEAD
+    assert sum("report:" in x for x in lines) == 1
+    assert lines[-1] == f"report: {out / 'report.md'} and {out / 'report.html'}"
+    # resumed: nothing to run, one line says so (no report this time: faster)
+    with log.open("w") as f:
+        rerun = subprocess.run([*argv, "--no-report"], stdout=f, stderr=subprocess.STDOUT, env=env)
+    lines = log.read_text().splitlines()
+    assert rerun.returncode == 0, lines
+    assert f"resuming: {tasks} finished runs skipped, 0 to do" in lines
+    assert not [x for x in lines if TASK_LINE.match(x)]
+    assert lines[-1] == f"results: {out / 'results.jsonl'} (no report: --no-report)"
+    assert len(lines) <= OVERHEAD
+
+
+def test_quick_preset_log_stays_under_2000_lines():
+    # one line per run plus a bounded overhead (measured on a real run above)
+    assert count_runs(load_preset("quick")) + OVERHEAD < 2000
+
+
+def test_main_sh_prints_no_second_report_line():
+    script = (Path(__file__).parents[1] / "scripts" / "main.sh").read_text()
+    assert "report:" not in script.replace("# salun bench prints the report", "")
+
+
+# ---- --threads -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verb", ["train", "evaluate", "mask", "unlearn"])
+def test_threads_flag_sets_torch_threads_for_the_command(verb, monkeypatch):
+    import salun.cli
+
+    seen = []
+    monkeypatch.setattr(salun.cli, f"cmd_{verb}", lambda args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    argv = {
+        "train": ["train", "--data", "digits", "--out", "x"],
+        "evaluate": ["evaluate", "--model", "m", "--forget", "f"],
+        "mask": ["mask", "--model", "m", "--forget", "f", "--out", "x"],
+        "unlearn": ["unlearn", "--model", "m", "--forget", "f", "--out", "x"],
+    }[verb]
+    n = 3 if before != 3 else 2
+    assert salun.cli.main([*argv, "--threads", str(n)]) == 0
+    assert seen == [n] and torch.get_num_threads() == before  # restored for the caller
+
+
+def test_threads_below_one_is_a_user_error(capsys):
+    import salun.cli
+
+    assert salun.cli.main(["evaluate", "--model", "m", "--forget", "f", "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
+
+
+def test_gen_verbs_take_threads():
+    from salun.cli import build_parser
+
+    args = build_parser().parse_args(["gen", "train", "--out", "x", "--threads", "2"])
+    assert args.threads == 2
