@@ -96,6 +96,9 @@ def _common(p: argparse.ArgumentParser, *, data: bool = False, forget: bool = Fa
     p.add_argument("--config", help="preset YAML, e.g. configs/gen-fashion-cpu.yaml")
     p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from salun.cli import add_threads_flag  # applied by the main CLI for every verb
+
+    add_threads_flag(p)
     if data:
         p.add_argument("--data", dest="dataset", help="dataset, e.g. fashion-mnist")
     if forget:
