@@ -290,7 +290,10 @@ def _ranking_text(rows) -> str:
             )
         )
     ref = next((r for r in rows if r.method == "retrain"), None)
-    for label, ratio in rte_ratios(rows):
+    ratios = rte_ratios(rows)
+    if any(label == "salun" for label, _ in ratios):  # variants (ablations): SalUn itself only
+        ratios = [(label, v) for label, v in ratios if label == "salun"]
+    for label, ratio in ratios:
         mine = next(r for r in rows if r.method == label)
         text += (
             f" RTE of {label} ÷ Retrain's RTE: **{ratio:.3f}** ({fmt(mine.rte.mean)} s ÷ "
@@ -333,6 +336,14 @@ def _mask_blocks(root: Path) -> list[Block]:
     from salun.saliency import layer_density, load_mask
 
     files = sorted((root / "masks").glob("*.safetensors"))
+    kept = root / "plots" / "mask_layers.png"
+    if not files and kept.is_file():  # a committed copy keeps the plot, not the masks
+        return [
+            ("h", 2, "SalUn's saliency mask"),
+            ("p", "Share of salient weights per parameter tensor (plotted from the run's "
+                  "masks, which this folder does not keep)."),
+            ("img", kept.relative_to(root), "layer-wise share of salient weights"),
+        ]  # fmt: skip
     if not files:
         return []
     shares: dict[str, dict[str, list[float]]] = {}
