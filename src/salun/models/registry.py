@@ -8,7 +8,7 @@ from torch import nn
 
 from salun.errors import SalunError
 from salun.models.common import Classifier, Normalize
-from salun.models.resnet import resnet18_features
+from salun.models.resnet import resnet18_features, resnet34_features
 from salun.models.resnet_cifar import resnet20_features
 from salun.models.small import cnn_features, mlp_features, vgg16_bn_features
 from salun.validate import check_positive
@@ -16,6 +16,7 @@ from salun.validate import check_positive
 _FEATURES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "resnet18": lambda c, s, w: resnet18_features(c, w),
     "resnet20": lambda c, s, w: resnet20_features(c, w),
+    "resnet34": lambda c, s, w: resnet34_features(c, w),
     "vgg16_bn": vgg16_bn_features,
     "cnn": cnn_features,
     "mlp": mlp_features,

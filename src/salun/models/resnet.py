@@ -1,4 +1,9 @@
-"""ResNet-18 with the CIFAR stem (3×3 conv, stride 1, no max-pool), SALUN_SPEC §2.4."""
+"""ResNet-18 and ResNet-34 with the CIFAR stem (3×3 conv, stride 1, no max-pool).
+
+ResNet-18 is the paper's classifier (docs/method.md); ResNet-34 ([3, 4, 6, 3] blocks) is the
+architecture of the reference's DDPM evaluation classifier for CIFAR-10 (there an
+ImageNet-pretrained torchvision model fine-tuned at 224×224; weights cannot be had offline,
+so salun trains it from scratch at the native size, see docs/generation.md)."""
 
 from __future__ import annotations
 
@@ -29,6 +34,18 @@ class BasicBlock(nn.Module):
 
 def resnet18_features(in_channels: int, width: float = 1.0) -> tuple[nn.Module, int]:
     """The ResNet-18 body (BasicBlocks [2, 2, 2, 2]) and its output width."""
+    return resnet_features(in_channels, width, (2, 2, 2, 2))
+
+
+def resnet34_features(in_channels: int, width: float = 1.0) -> tuple[nn.Module, int]:
+    """The ResNet-34 body (BasicBlocks [3, 4, 6, 3]) and its output width."""
+    return resnet_features(in_channels, width, (3, 4, 6, 3))
+
+
+def resnet_features(
+    in_channels: int, width: float, blocks: tuple[int, ...]
+) -> tuple[nn.Module, int]:
+    """A CIFAR-stem ResNet body of BasicBlocks, ``blocks[i]`` of them at stage i."""
     widths = [scaled(c, width) for c in (64, 128, 256, 512)]
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
@@ -37,7 +54,7 @@ def resnet18_features(in_channels: int, width: float = 1.0) -> tuple[nn.Module, 
     ]
     cin = widths[0]
     for i, cout in enumerate(widths):
-        for j in range(2):
+        for j in range(blocks[i]):
             layers.append(BasicBlock(cin, cout, 2 if (j == 0 and i > 0) else 1))
             cin = cout
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
