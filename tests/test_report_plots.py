@@ -214,3 +214,26 @@ def test_plot_write_is_atomic(tmp_path, monkeypatch):
         plots.metric_panels(rows, "t", target)
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]  # no temp file left
+
+
+def test_a_choice_at_the_grid_edge_is_flagged_in_the_report(tmp_path):
+    root = tmp_path / "edge"
+    raw_records = records([0])
+    choice = {"source": "searched", "value": 0.1, "field": "lr", "grid": [0.001, 0.01, 0.1],
+              "tune_seeds": [100], "search_seed": 100, "at_edge": "highest",
+              "avg_gap_by_value": {"0.001": 5.0, "0.01": 4.0, "0.1": 3.3}}  # fmt: skip
+    for r in raw_records:
+        if r["method"] == "ft":
+            r.update(protocol="tuned", lr_choice=choice, hparam={"name": "lr", "value": 0.1})
+    write_folder(root, [0])
+    store = ResultStore(root)
+    for r in raw_records:
+        if r["method"] == "ft":
+            store.add({**r, "key": r["key"] + ".tuned"})
+    md = write_report(root)["md"].read_text()
+    assert "| ft |" in md and "0.1 (searched, at the grid's highest value)" in md
+    assert "The search chose a value at its grid's edge for ft" in md
+    assert (
+        "| tuned | random10 | ft | lr = 0.1 | search on seed 100 | at the grid's highest value |"
+        in md
+    )
