@@ -579,3 +579,25 @@ def test_os_errors_are_one_line(monkeypatch, capsys):
     parser._subparsers._group_actions[0].choices["methods"].set_defaults(handler=denied)
     assert cli.main(["methods"]) == 2
     assert capsys.readouterr().err == "salun: error: Permission denied: /ro/out\n"
+
+
+def test_bench_builds_every_grid_config_when_parsed(monkeypatch):
+    """A grid value can be valid as an ``lr_grid`` entry yet invalid for the field it is
+    put into (``grid_field``): the parse builds each config the search will build."""
+    from salun.bench.config import parse_config
+    from salun.methods import registry
+
+    @dataclasses.dataclass(frozen=True)
+    class CappedConfig:
+        grid_field = "alpha"  # a class attribute, as IU's
+        alpha: float = 0.5
+        lr_grid: tuple[float, ...] = ()
+
+        def __post_init__(self):
+            check_range("alpha", self.alpha, 0, 1, low_open=True)
+
+    spec = registry.MethodSpec("capped", lambda *a: None, CappedConfig, "test")
+    monkeypatch.setitem(registry._REGISTRY, "capped", spec)
+    parse_config(_bench_raw(methods={"capped": {"lr_grid": [0.1, 0.9]}}))
+    with pytest.raises(SalunError, match=r"method 'capped': lr_grid value 2.0: alpha must lie"):
+        parse_config(_bench_raw(methods={"capped": {"lr_grid": [0.1, 2.0]}}))
