@@ -237,3 +237,18 @@ def test_a_choice_at_the_grid_edge_is_flagged_in_the_report(tmp_path):
         "| tuned | random10 | ft | lr = 0.1 | search on seed 100 | at the grid's highest value |"
         in md
     )
+
+
+def test_committed_quick_folder_of_before_the_protocols_still_reports(tmp_path):
+    """benchmarks/quick keeps bench.json and results.jsonl only (old record format)."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "benchmarks" / "quick"
+    for name in ("bench.json", "results.jsonl"):
+        shutil.copy(src / name, tmp_path / name)
+    md = write_report(tmp_path)["md"].read_text()
+    assert "### random10 — protocol tuned" in md and "protocol paper" not in md
+    assert "**The tuning seed [0] is also a reported seed**" in md
+    assert "this ranking is not significant" in md
+    assert "| tuned | class0 | salun | lr = 0.01 | search on seed 0 |" in md
