@@ -182,7 +182,7 @@ def gap_vs_rte(by_scenario: Mapping[str, Sequence[Row]], path: Path, title: str 
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("RTE (s, log scale)")
-        ax.set_ylabel("Avg. Gap to Retrain")
+        ax.set_ylabel("Avg. Gap to Retrain (mean per seed)")
         ax.set_title(scenario, fontsize=10)
         ax.grid(alpha=0.3)
     handles, names = [], []
