@@ -283,3 +283,19 @@ def test_report_of_a_folder_being_written_leaves_it_intact(tmp_path, capsys):
     plain.mkdir()
     assert main(["report", str(plain)]) == 2
     assert list(plain.iterdir()) == []
+
+
+def test_connection_deadline_turns_a_hang_into_one_error():
+    from salun.bench.executors import _deadline
+
+    before = signal.getsignal(signal.SIGALRM)
+    t0 = time.monotonic()
+    with pytest.raises(SalunError, match="connecting to Ray at x: no answer within 0.2 s"):
+        with _deadline(0.2, "connecting to Ray at x"):
+            while True:  # a retry loop that catches every Exception
+                try:
+                    time.sleep(0.05)
+                except Exception:
+                    pass
+    assert time.monotonic() - t0 < 3
+    assert signal.getsignal(signal.SIGALRM) == before

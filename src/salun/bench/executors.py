@@ -163,7 +163,7 @@ def probe_address(address: str, timeout: float = RAY_PROBE_TIMEOUT_S) -> None:
         ) from None
 
 
-class _Timeout(Exception):
+class _Timeout(BaseException):  # not an Exception: Ray's retry loops must not swallow it
     pass
 
 
