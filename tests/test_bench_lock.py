@@ -299,3 +299,16 @@ def test_connection_deadline_turns_a_hang_into_one_error():
                     pass
     assert time.monotonic() - t0 < 3
     assert signal.getsignal(signal.SIGALRM) == before
+
+
+def test_readers_see_a_running_session_without_a_lock_holder_as_died(tmp_path):
+    from salun.bench.session import Session, read_bench_live
+
+    cfg = parse_config(TINY, "tiny")
+    Session(tmp_path, cfg, {"command": "salun bench (killed)"})  # never ended: "running"
+    assert read_bench(tmp_path)["sessions"][-1]["status"] == "running"
+    with BenchLock(tmp_path):  # its process is alive and holds the lock
+        assert read_bench_live(tmp_path)["sessions"][-1]["status"] == "running"
+    live = read_bench_live(tmp_path)  # nobody holds it: the process died
+    assert live["sessions"][-1]["status"] == "died"
+    assert read_bench(tmp_path)["sessions"][-1]["status"] == "running"  # the file is untouched

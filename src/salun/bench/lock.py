@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import platform
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,32 @@ def _flock(fd: int, path: Path, flags: int) -> bool:
     return True
 
 
+def _flock_retry(fd: int, path: Path, tries: int = 5, wait_s: float = 0.1) -> bool:
+    """The exclusive lock, retried briefly: :func:`is_locked` takes a shared lock for an
+    instant, which must not make a starting benchmark fail."""
+    for i in range(tries):
+        if _flock(fd, path, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            return True
+        if i + 1 < tries:
+            time.sleep(wait_s)
+    return False
+
+
+def is_locked(folder: str | Path) -> bool:
+    """Whether a live process holds ``folder``'s benchmark lock (read-only probe)."""
+    path = Path(folder) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return False  # unreadable: cannot tell; the sessions are shown as recorded
+    try:
+        return not _flock(fd, path, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
 class BenchLock:
     """The exclusive lock of one benchmark folder (the folder must exist).
 
@@ -134,7 +161,7 @@ class BenchLock:
         except OSError as e:
             raise SalunError(f"cannot create the lock file {self.path}: {e.strerror}") from None
         try:
-            if not _flock(fd, self.path, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            if not _flock_retry(fd, self.path):
                 raise SalunError(self._busy_message(_read_info(fd) or {}))
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino

@@ -49,6 +49,18 @@ def read_bench(root: str | Path) -> dict[str, Any]:
     return d
 
 
+def read_bench_live(root: str | Path) -> dict[str, Any]:
+    """``bench.json`` as a reader should see it: a session still ``running`` while nobody
+    holds the folder's lock belongs to a process that died, and is shown as ``died``
+    (the file itself is corrected by the next ``salun bench``; this never writes)."""
+    from salun.bench.lock import is_locked
+
+    data = read_bench(root)
+    if any(s.get("status") == RUNNING for s in data.get("sessions", [])) and not is_locked(root):
+        mark_died(data)
+    return data
+
+
 def bench_config(root: str | Path) -> BenchConfig:
     return config_from_dict(read_bench(root)["config"])
 

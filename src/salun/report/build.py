@@ -25,7 +25,7 @@ from salun.bench.aggregate import (
     summarize,
 )
 from salun.bench.config import parse_protocol
-from salun.bench.session import read_bench
+from salun.bench.session import read_bench_live
 from salun.bench.store import read_records
 from salun.errors import SalunError
 from salun.io import atomic_write_text
@@ -66,7 +66,7 @@ def write_report(root: str | Path) -> dict[str, Path]:
         >>> write_report("results/ci")
     """
     root = Path(root)
-    bench = read_bench(root)
+    bench = read_bench_live(root)  # a session that died shows as died
     records = load_records(root)
     blocks = _blocks(root, bench, records)
     md = "\n".join(_md(b) for b in blocks)
