@@ -85,6 +85,14 @@ def check_seed(name: str, value: Any) -> None:
     check_int(name, value, 0, 2**63 - 1)
 
 
+def check_resolution(name: str, value: Any, multiple: int = 8) -> None:
+    """An image side: a positive integer multiple of ``multiple`` (SD latents are 1/8)."""
+    if not _is_int(value) or value < multiple or value % multiple:
+        raise SalunError(
+            f"{name} must be a positive multiple of {multiple} (e.g. 512), got {_show(value)}"
+        )
+
+
 def check_range(
     name: str,
     value: Any,
