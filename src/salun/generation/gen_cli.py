@@ -32,8 +32,8 @@ from salun.generation.ddpm_train import DDPMTrainConfig
 from salun.generation.ddpm_unlearn import METHODS, GenUnlearnConfig
 from salun.generation.gen_evaluate import GenEvalConfig
 from salun.generation.sampler import SamplerConfig
-from salun.trust import add_trust_flag
 from salun.outputs import add_overwrite_flag, claim_output
+from salun.trust import add_trust_flag
 from salun.validate import check_each, check_int
 
 SECTIONS = ("model", "train", "mask", "unlearn", "sample", "evaluate")
@@ -125,10 +125,10 @@ def add_gen_subcommands(subparsers) -> None:
     p.add_argument("--exclude-class", type=int, help="leave this class out (= Retrain)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue an unfinished --out folder")
+    add_overwrite_flag(p)
     add_dataclass_args(p, DenoiserConfig, skip=ARCH_SKIP)
     add_dataclass_args(p, DDPMTrainConfig)
     p.set_defaults(handler=cmd_train)
-    add_overwrite_flag(p)
 
     p = sub.add_parser("mask", help="SalUn saliency mask of a DDPM for one class")
     _common(p, forget=True)
@@ -136,10 +136,10 @@ def add_gen_subcommands(subparsers) -> None:
     p.add_argument("--model", required=True, help="the original DDPM folder")
     p.add_argument("--out", required=True, help="mask file to write (.safetensors)")
     p.add_argument("--random", action="store_true", help="a random mask (the ablation)")
+    add_overwrite_flag(p)
     add_dataclass_args(p, DDPMMaskConfig)
     p.set_defaults(handler=cmd_mask)
 
-    add_overwrite_flag(p)
     p = sub.add_parser("unlearn", help="forget a class: salun, rl, ga, esd or retrain")
     _common(p, forget=True)
     _weights(p)
@@ -149,10 +149,10 @@ def add_gen_subcommands(subparsers) -> None:
     p.add_argument(
         "--checkpoint-every", type=int, default=500, help="retrain only: checkpoint interval"
     )
+    add_overwrite_flag(p)
     add_dataclass_args(p, GenUnlearnConfig)
     p.set_defaults(handler=cmd_unlearn)
 
-    add_overwrite_flag(p)
     p = sub.add_parser("sample", help="generate images per class and save a PNG grid")
     _common(p)
     _weights(p)
@@ -161,10 +161,10 @@ def add_gen_subcommands(subparsers) -> None:
     p.add_argument("--n-per-class", type=int, default=8, help="images per class (default: 8)")
     p.add_argument("--out", required=True, help="PNG grid to write")
     p.add_argument("--npz", help="also save the uint8 images and labels to this .npz")
+    add_overwrite_flag(p)
     add_dataclass_args(p, SamplerConfig)
     p.set_defaults(handler=cmd_sample)
 
-    add_overwrite_flag(p)
     p = sub.add_parser("evaluate", help="UA, retained accuracy, feature FD (+ Inception FID)")
     _common(p, forget=True)
     _weights(p)
@@ -174,10 +174,10 @@ def add_gen_subcommands(subparsers) -> None:
     p.add_argument("--out", help="write the record as JSON here")
     p.add_argument("--json", action="store_true", help="print the record as JSON on stdout")
     add_trust_flag(p)  # --inception reads a TorchScript network
+    add_overwrite_flag(p)
     add_dataclass_args(p, GenEvalConfig)
     add_dataclass_args(p, SamplerConfig)
     p.set_defaults(handler=cmd_evaluate)
-    add_overwrite_flag(p)
 
 
 def _say(args, text: str) -> None:
@@ -193,11 +193,11 @@ def cmd_train(args) -> None:
     arch.update(overrides_from_args(args, DenoiserConfig))
     cfg = build(args, preset, "train", DDPMTrainConfig)
     data = _require(_pick(args, preset, "dataset"), "--data")
+    # --resume continues an existing DDPM folder: that is its normal use, not a replace.
+    claim_output(args.out, "ddpm", overwrite=args.overwrite or args.resume, inputs=[data])
     meta = train_to_folder(
         data,
         arch,
-    # --resume continues an existing DDPM folder: that is its normal use, not a replace.
-    claim_output(args.out, "ddpm", overwrite=args.overwrite or args.resume, inputs=[data])
         cfg,
         args.out,
         exclude_class=args.exclude_class,
@@ -215,10 +215,10 @@ def cmd_mask(args) -> None:
 
     preset = load_preset(args.config)
     cfg = build(args, preset, "mask", DDPMMaskConfig)
+    claim_output(args.out, "mask", overwrite=args.overwrite, inputs=[args.model])
     record = mask_to_file(
         args.model,
         _require(_pick(args, preset, "forget_class"), "--forget-class"),
-    claim_output(args.out, "mask", overwrite=args.overwrite, inputs=[args.model])
         cfg,
         args.out,
         weights=_pick(args, preset, "weights", "model"),
@@ -236,9 +236,6 @@ def cmd_unlearn(args) -> None:
     forget_class = _require(_pick(args, preset, "forget_class"), "--forget-class")
     device = _pick(args, preset, "device", "auto")
     method = args.cfg_method or section(preset, "unlearn", GenUnlearnConfig).get("method", "salun")
-    if method == "retrain":
-        # Retrain = the Original's recorded recipe and architecture on D_r only (a preset's
-        # train section, if given, overrides the recorded values)
     # Retrain resumes an unfinished --out folder of its own kind, as `gen train --resume`.
     claim_output(
         args.out,
@@ -246,6 +243,9 @@ def cmd_unlearn(args) -> None:
         overwrite=args.overwrite or method == "retrain",
         inputs=[args.model, args.mask],
     )
+    if method == "retrain":
+        # Retrain = the Original's recorded recipe and architecture on D_r only (a preset's
+        # train section, if given, overrides the recorded values)
         meta = read_denoiser_meta(args.model)
         recorded = {k: v for k, v in meta.get("train", {}).items() if k in TRAIN_FIELDS}
         recorded.update(section(preset, "train", DDPMTrainConfig))
@@ -303,12 +303,12 @@ def cmd_sample(args) -> None:
     check_int("--n-per-class", args.n_per_class, 1)
     preset = load_preset(args.config)
     cfg = build(args, preset, "sample", SamplerConfig)
-    dev = resolve_device(_pick(args, preset, "device", "auto"))
-    weights = weights_for(args.model, _pick(args, preset, "weights", "model"))
-    model, meta = load_denoiser(args.model, dev, weights=weights)
     claim_output(args.out, "grid", overwrite=args.overwrite, inputs=[args.model])
     if args.npz:
         claim_output(args.npz, "samples-npz", overwrite=args.overwrite, inputs=[args.model])
+    dev = resolve_device(_pick(args, preset, "device", "auto"))
+    weights = weights_for(args.model, _pick(args, preset, "weights", "model"))
+    model, meta = load_denoiser(args.model, dev, weights=weights)
     classes = args.classes if args.classes else list(range(model.num_classes))
     check_each("--classes", classes, check_int, 0, model.num_classes - 1)
     labels = torch.tensor([c for c in classes for _ in range(args.n_per_class)])
@@ -338,14 +338,14 @@ def cmd_evaluate(args) -> None:
     preset = load_preset(args.config)
     eval_cfg = build(args, preset, "evaluate", GenEvalConfig)
     sampler = build(args, preset, "sample", SamplerConfig)
-    record = evaluate_folder(
-        args.model,
-        args.classifier,
     inputs = [args.model, args.classifier]
     if args.grid:
         claim_output(args.grid, "grid", overwrite=args.overwrite, inputs=inputs)
     if args.out:
         claim_output(args.out, "record", overwrite=args.overwrite, inputs=inputs)
+    record = evaluate_folder(
+        args.model,
+        args.classifier,
         _require(_pick(args, preset, "forget_class"), "--forget-class"),
         eval_cfg,
         sampler,
