@@ -48,3 +48,8 @@ def _quiet_library_logs(module: ModuleType) -> None:
     setter = getattr(logging, "set_verbosity", None)
     if setter is not None and hasattr(logging, level):
         setter(getattr(logging, level))
+    # "Loading pipeline components", "Loading weights", "Writing model shards": the libraries'
+    # own bars, one per load, would flood salun's log; salun shows its own progress.
+    off = getattr(logging, "disable_progress_bar", None)
+    if off is not None and os.environ.get("SALUN_LIBRARY_PROGRESS") != "1":
+        off()
