@@ -301,3 +301,43 @@ def test_switches_are_recorded_in_the_config_record():
     assert not defaults["rl"]["augment"] and not defaults["salun"]["mask_augment"]
     assert not defaults["iu"]["augment"] and defaults["be"]["remove_shadow"]
     assert defaults["salun_soft"]["schedule"] == "step"
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_write_masks_passes_the_augmentation_setting(tmp_path, monkeypatch, augment):
+    import salun.saliency as saliency_mod
+    from salun.data import load_dataset, make_split
+    from salun.data.splits import save_split
+    from salun.saliency import load_mask
+    from salun.workflows import train_original, write_masks
+
+    data = load_dataset("synthetic:40")
+    split = make_split(data, "random", count=8, seed=0)
+    save_split(split, tmp_path / "split.json")
+    recipe = TrainConfig(epochs=1, batch_size=16, pad=1)
+    train_original(
+        data, "mlp", recipe, tmp_path / "orig", split=split, split_file=tmp_path / "split.json",
+        width=0.1, device="cpu", quiet=True, data_spec="synthetic:40",
+    )  # fmt: skip
+    fed: list[torch.Tensor] = []
+    real = saliency_mod.compute_saliency
+
+    def spy(model, batches, *a, **k):
+        batches = list(batches)
+        fed.extend(x for x, _ in batches)
+        return real(model, batches, *a, **k)
+
+    monkeypatch.setattr(saliency_mod, "compute_saliency", spy)
+    out = tmp_path / "mask.safetensors"
+    write_masks(
+        tmp_path / "orig", tmp_path / "split.json", [0.5], out, augment=augment, device="cpu"
+    )
+    rows = torch.cat(fed)
+    forget = data.train.subset(split.forget)
+    # the recipe's padding (1) and no flips: the synthetic dataset does not allow them
+    cands = {str(i): crops_and_flips(forget.images[i], 1)[::2] for i in range(8)}
+    owners = [which_sample(x[None], cands) for x in rows]
+    assert sorted(owners) == [str(i) for i in range(8)]
+    exact = [torch.equal(x, forget.images[int(o)].float() / 255) for x, o in zip(rows, owners)]
+    assert (not all(exact)) if augment else all(exact)
+    assert load_mask(out)[1]["augment"] is augment
