@@ -601,3 +601,15 @@ def test_bench_builds_every_grid_config_when_parsed(monkeypatch):
     parse_config(_bench_raw(methods={"capped": {"lr_grid": [0.1, 0.9]}}))
     with pytest.raises(SalunError, match=r"method 'capped': lr_grid value 2.0: alpha must lie"):
         parse_config(_bench_raw(methods={"capped": {"lr_grid": [0.1, 2.0]}}))
+
+
+def test_resolve_device_checks_the_gpu_index(monkeypatch):
+    """No GPU here: pretend one exists to test the cuda:N range check."""
+    from salun.utils import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(SalunError, match=r"only 1 CUDA GPU\(s\) \(cuda:0\.\.cuda:0\)"):
+        resolve_device("cuda:1")
