@@ -253,6 +253,8 @@ def test_bench_config_is_checked_whole_when_parsed(over, message):
         ("salun.generation.sd.esd:ESDConfig", {"concept": "x", "lr": NAN}, "lr"),
         ("salun.generation.sd.generate:SampleConfig", {"resolution": 0}, "resolution"),
         ("salun.generation.sd.generate:SampleConfig", {"guidance": NAN}, "guidance"),
+        ("salun.generation.sd.methods:SalUnSDConfig", {"alpha": -0.5}, "alpha"),
+        ("salun.generation.sd.methods:GASDConfig", {"alpha": NAN}, "alpha"),
     ],
 )
 def test_generation_configs_refuse(cls, kwargs, field):

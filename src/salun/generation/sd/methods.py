@@ -26,6 +26,7 @@ from salun.generation.sd.losses import (
 from salun.generation.sd.pipeline import encode_prompts
 from salun.generation.sd.train import SDTrainConfig, SDTrainer, trainable_copy
 from salun.utils import progress, seed_everything
+from salun.validate import check_nonnegative
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class SalUnSDConfig(SDTrainConfig):
     """
 
     alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_nonnegative("alpha", self.alpha)  # when built, not after the weights load
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class GASDConfig(SDTrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_nonnegative("alpha", self.alpha)
         if self.ga_reduction not in ("mean", "sum"):
             raise SalunError(f"ga_reduction must be mean or sum, got {self.ga_reduction!r}")
 
