@@ -1,14 +1,15 @@
 """Faults a user meets: --out over their own files, kills mid-write, flipped bytes, own data.
 
-The kill tests SIGKILL real child processes. Each child is forked from the test process
-(torch already imported, so a run takes a fraction of a second instead of the seconds a
-fresh interpreter needs on a busy machine) and runs the real code: ``salun.cli.main`` for
+The kill tests SIGKILL real child processes. Each child is forked from a zygote process
+that imported torch once (so a run takes a fraction of a second instead of the seconds a fresh
+interpreter needs on a busy machine) and runs the real code: ``salun.cli.main`` for
 ``salun train``, ``save_model`` for a replace of an existing model.
 """
 
 import json
 import os
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -209,8 +210,6 @@ def test_out_is_input_or_holds_the_cwd(tmp_path, made, capsys, monkeypatch):
 
 
 def test_flipped_byte_in_model_weights_is_one_clear_error(tmp_path, made, capsys):
-    import shutil
-
     m = tmp_path / "m"
     shutil.copytree(made / "orig", m)
     w = m / "model.safetensors"
@@ -229,46 +228,102 @@ def test_flipped_byte_in_model_weights_is_one_clear_error(tmp_path, made, capsys
 # ---------------------------------------------------------------- SIGKILL at random moments
 
 
-def _fork(fn) -> int:
+# A zygote: a fresh interpreter (untouched by earlier tests, single-threaded) that imports
+# salun once and then forks one child per job; the test SIGKILLs the child by its pid.
+_ZYGOTE = r"""
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+import salun.data.sources, salun.outputs, salun.workflows
+from salun import io as sio
+from salun.artifacts import load_model, save_model
+from salun.cli import main
+
+def replace_forever(out, a, b, exchange):
+    if not exchange:
+        sio._exchange = lambda x, y: False  # the rename-aside fallback
+    (ma, meta), (mb, _) = load_model(a), load_model(b)
+    i = 1
+    while True:  # replace the model folder again and again until killed
+        save_model(out, (ma, mb)[i % 2], meta["model"], {"dataset": "synthetic", "seed": i % 2})
+        i += 1
+
+for line in sys.stdin:
+    job = json.loads(line)
+    if job.get("warm_up"):  # in the zygote itself: lazy imports and first-op set-up, once
+        print(-1, flush=True)
+        print(main(job["argv"]) << 8, flush=True)
+        continue
     pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 1
+    if pid == 0:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        code = 3
         try:
-            fd = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            code = fn() or 0
-        except BaseException:
-            code = 3
+            code = main(job["argv"]) if "argv" in job else replace_forever(**job["replace"])
         finally:
-            os._exit(code)
-    return pid
+            os._exit(code or 0)
+    print(pid, flush=True)
+    print(os.waitpid(pid, 0)[1], flush=True)
+"""
 
 
-def _kill_after(pid: int, delay: float) -> bool:
-    """SIGKILL ``pid`` after ``delay`` s unless it ended; True if the kill landed."""
-    deadline = time.monotonic() + delay
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0
-            return False
-        time.sleep(0.002)
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFSIGNALED(status)
+@pytest.fixture(scope="module")
+def zygote():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+    )
+    yield proc
+    proc.kill()  # the zygote only ever waits for the next job
+    proc.wait(timeout=60)
+
+
+def _run_killed(zygote, job: dict, delay: float) -> bool:
+    """Run ``job`` in a fresh child; SIGKILL it after ``delay`` s unless it ended first.
+
+    Returns True if the kill landed (the child died of SIGKILL)."""
+    import select
+
+    def line() -> int:  # unbuffered, so that select() sees exactly what is unread
+        out = b""
+        while not out.endswith(b"\n"):
+            chunk = os.read(zygote.stdout.fileno(), 1)
+            assert chunk, "the zygote died"
+            out += chunk
+        return int(out)
+
+    zygote.stdin.write((json.dumps(job) + "\n").encode())
+    pid = line()
+    ready, _, _ = select.select([zygote.stdout], [], [], delay)
+    if not ready and pid > 0:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it ended just now
+    status = line()
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    return False
 
 
 def _siblings(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.parent.iterdir() if p.name != folder.name)
 
 
-def test_sigkill_during_train_leaves_old_or_new_model(tmp_path):
+def test_sigkill_during_train_leaves_old_or_new_model(tmp_path, zygote):
     out = tmp_path / "m"
     argv = ["train", *TRAIN, "--out", str(out), "--overwrite"]
-    assert main([*argv, "--seed", "100"]) == 0  # warm-up (lazy imports, first data)
+    warm = ["train", *TRAIN, "--out", str(tmp_path / "warm")]
+    assert not _run_killed(zygote, {"argv": warm, "warm_up": True}, 300.0)
+    shutil.rmtree(tmp_path / "warm")
     t0 = time.monotonic()
-    _kill_after(_fork(lambda: main([*argv, "--seed", "101"])), 120.0)
+    _run_killed(zygote, {"argv": [*argv, "--seed", "101"]}, 300.0)
     full = time.monotonic() - t0  # an uninterrupted run sets the kill window
     assert load_model(out)[1]["seed"] == 101
     rng = random.Random(0)
@@ -276,8 +331,8 @@ def test_sigkill_during_train_leaves_old_or_new_model(tmp_path):
     while kills < 20 and attempts < 60:
         attempts += 1
         seed_before = load_model(out)[1]["seed"]
-        pid = _fork(lambda i=attempts: main([*argv, "--seed", str(i)]))
-        kills += _kill_after(pid, rng.uniform(0.0, full))
+        job = {"argv": [*argv, "--seed", str(attempts)]}
+        kills += _run_killed(zygote, job, rng.uniform(0.0, full))
         _, meta = load_model(out)  # loads: weights checked against the recorded sha256
         assert meta["seed"] in (seed_before, attempts)
     assert kills >= 20, f"only {kills} of {attempts} kills landed during a run"
@@ -287,29 +342,21 @@ def test_sigkill_during_train_leaves_old_or_new_model(tmp_path):
 
 
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "fallback"])
-def test_sigkill_during_replace_leaves_old_or_new_model(tmp_path, synthetic, exchange):
-    from salun import io as sio
-
-    out = tmp_path / "m"
+def test_sigkill_during_replace_leaves_old_or_new_model(tmp_path, synthetic, zygote, exchange):
+    out = tmp_path / "runs" / "m"
     kwargs = model_kwargs_for(synthetic, "mlp", width=0.5)
     models = []
     for s in (0, 1):
         torch.manual_seed(s)
         models.append(build_from_kwargs(kwargs))
+        save_model(tmp_path / f"m{s}", models[s], kwargs, {"dataset": "synthetic", "seed": s})
     save_model(out, models[0], kwargs, {"dataset": "synthetic", "seed": 0})
-
-    def replace_forever():
-        if not exchange:
-            sio._exchange = lambda a, b: False
-        i = 1
-        while True:
-            save_model(out, models[i % 2], kwargs, {"dataset": "synthetic", "seed": i % 2})
-            i += 1
-
+    job = {"replace": dict(out=str(out), a=str(tmp_path / "m0"), b=str(tmp_path / "m1"))}
+    job["replace"]["exchange"] = exchange
     rng = random.Random(1)
     landed = 0
     for _ in range(20 if exchange else 12):
-        landed += _kill_after(_fork(replace_forever), rng.uniform(0.05, 0.4))
+        landed += _run_killed(zygote, job, rng.uniform(0.1, 0.5))
         model, meta = load_model(out)  # recovers a folder left aside by the fallback
         want = models[meta["seed"]].state_dict()
         assert all(torch.equal(v, want[k]) for k, v in model.state_dict().items())
