@@ -39,6 +39,7 @@ CIFAR100_CLASSES = (
     "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
 )  # fmt: skip
 
+
 def _frombuffer(buf: object, dtype: object, shape: object, order: str = "C") -> np.ndarray:
     """What protocol-5 array pickles call (numpy's ``_frombuffer``), limited to plain data:
     an object dtype would mean Python objects, which a CIFAR batch never holds."""
