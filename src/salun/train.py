@@ -39,7 +39,7 @@ from salun.validate import (
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train a classifier from scratch (SALUN_SPEC §2.4 for the paper's recipe).
+    """How to train a classifier from scratch (docs/method.md for the paper's recipe).
 
     Attributes:
         epochs: passes over the training set (paper: 182 for CIFAR-10 ResNet-18).

@@ -1,10 +1,11 @@
-"""BE: Boundary Expanding (Chen et al., CVPR 2023; SALUN_SPEC §3.8, pitfall 14).
+"""BE: Boundary Expanding (Chen et al., CVPR 2023; docs/method.md).
 
 The head gets a K+1-th "shadow" output (old rows copied, the new row with PyTorch's
 default init); every forget sample is trained toward the shadow class, so D_f's mass
 moves out of the K real classes. With ``remove_shadow`` (default) the shadow row is pruned
 before returning, as Chen et al. do, and the model keeps its K outputs. The SalUn reference
-code keeps it: evaluation then takes argmax (and the MIA softmax) over K+1 logits.
+code keeps it (``remove_shadow: false``, the paper preset's value): evaluation then takes
+argmax (and the MIA softmax) over K+1 logits.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class BEConfig(SGDConfig):
             False keeps K+1 outputs, as the SalUn reference code does.
     """
 
-    lr: float = 1e-5  # [NOT FOUND]: as BS, SALUN_SPEC §3.8
+    lr: float = 1e-5  # [NOT FOUND]: as BS, docs/method.md
     lr_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
     remove_shadow: bool = True
 

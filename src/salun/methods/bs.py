@@ -1,4 +1,4 @@
-"""BS: Boundary Shrink (Chen et al., CVPR 2023; SALUN_SPEC §3.7, pitfall 15).
+"""BS: Boundary Shrink (Chen et al., CVPR 2023; docs/method.md).
 
 Each forget sample is relabelled with its nearest "neighbour" class, found by one FGSM step
 on a frozen copy of the original model, and the live model is trained on the clean image
@@ -30,9 +30,9 @@ class BSConfig(SGDConfig):
         eps: the FGSM step on the [0, 1] pixel scale (paper: 0.1, fixed) [SIBLING].
     """
 
-    lr: float = 1e-5  # [NOT FOUND]: small, as the authors' search range, SALUN_SPEC §3.7
+    lr: float = 1e-5  # [NOT FOUND]: small, as the authors' search range, docs/method.md
     lr_grid: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
-    eps: float = 0.1  # FGSM step, SALUN_SPEC §3.7
+    eps: float = 0.1  # FGSM step, docs/method.md
 
     def __post_init__(self) -> None:
         super().__post_init__()

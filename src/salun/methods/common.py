@@ -1,4 +1,4 @@
-"""What iterative methods share: the SGD harness of the reference code (SALUN_SPEC §3).
+"""What iterative methods share: the SGD harness of the reference code (docs/method.md).
 
 SGD (momentum 0.9, weight decay 5e-4), constant learning rate (the reference's
 MultiStepLR milestones 91/136 are never reached in ≤ 10 epochs), batch 256, shuffled.
@@ -42,7 +42,7 @@ class SGDConfig:
         epochs: unlearning epochs (paper: 10).
         lr: learning rate (searched per method; see ``lr_grid``).
         lr_grid: candidate learning rates for the benchmark's per-method search
-            (SALUN_SPEC §7: the authors picked the smallest Avg. Gap to Retrain).
+            (docs/method.md: the authors picked the smallest Avg. Gap to Retrain).
         batch_size: samples per step (paper: 256).
         momentum: SGD momentum (paper: 0.9).
         weight_decay: SGD weight decay (paper: 5e-4).

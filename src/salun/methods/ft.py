@@ -1,5 +1,5 @@
 """FT: fine-tune on the retain set D_r only, forgetting D_f by catastrophic forgetting
-(SALUN_SPEC §3.2)."""
+(docs/method.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class FTConfig(SGDConfig):
         lr_grid: log-spaced over the paper's range [1e-4, 1e-1] [SIBLING author statement].
     """
 
-    lr: float = 0.01  # reference README (initial) and Unlearn-Sparse README, SALUN_SPEC §3.2
+    lr: float = 0.01  # reference README (initial) and Unlearn-Sparse README, docs/method.md
     lr_grid: tuple[float, ...] = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # paper: [1e-4, 1e-1]
 
 

@@ -1,5 +1,5 @@
 """GA: gradient ascent on the forget set, i.e. SGD on −CE(θ; D_f) with the true labels
-(SALUN_SPEC §3.4). No retain term."""
+(docs/method.md). No retain term."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ class GAConfig(SGDConfig):
             model above that [SIBLING Unlearn-Sparse #5; DESIGN §4 calibration].
     """
 
-    epochs: int = 5  # reference README example, SALUN_SPEC §3.4
-    lr: float = 1e-4  # reference README example, SALUN_SPEC §3.4
+    epochs: int = 5  # reference README example, docs/method.md
+    lr: float = 1e-4  # reference README example, docs/method.md
     lr_grid: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)
 
 

@@ -1,5 +1,5 @@
 """IU: influence unlearning, one Newton-like step with a WoodFisher inverse-Hessian estimate
-(the reference's ``wfisher``; SALUN_SPEC §3.5, pitfall 16).
+(the reference's ``wfisher``; docs/method.md).
 
 Eval mode throughout (BatchNorm uses and keeps its running statistics). θ is the flat
 vector of every trainable parameter.
@@ -63,9 +63,9 @@ class IUConfig:
 
     grid_field: ClassVar[str] = "alpha"
 
-    alpha: float = 1.0  # low end of the paper's search range [1, 20], SALUN_SPEC §3.5
+    alpha: float = 1.0  # low end of the paper's search range [1, 20], docs/method.md
     lr_grid: tuple[float, ...] = (0.2, 1.0, 3.0, 10.0, 20.0)  # reference default + paper range
-    damping: float = 1000.0  # reference, SALUN_SPEC §3.5
+    damping: float = 1000.0  # reference, docs/method.md
     num_samples: int | None = None  # None: damping + 2, as the reference
     batch_size: int = 256  # reference
     chunk_size: int = 64

@@ -1,5 +1,5 @@
 """ℓ1-sparse: fine-tune on D_r with a decaying ℓ1 penalty on all weights, the
-"sparsity-aware unlearning" of Jia et al., NeurIPS 2023 (SALUN_SPEC §3.6).
+"sparsity-aware unlearning" of Jia et al., NeurIPS 2023 (docs/method.md).
 
 Loss at epoch e: CE(θ; D_r) + α_e·‖θ‖₁, the norm over every trainable parameter (BN and
 biases included), α_e from :func:`l1_weight`.
@@ -26,7 +26,7 @@ class L1SparseConfig(SGDConfig):
     Attributes:
         lr: 0.01, the reference README's example (10 epochs, lr 0.01) [REPO].
         lr_grid: as FT, log-spaced over [1e-4, 1e-1] [SIBLING].
-        alpha: α, the initial ℓ1 weight. The paper's value was not found (SALUN_SPEC §3.6);
+        alpha: α, the initial ℓ1 weight. The paper's value was not found (docs/method.md);
             the reference's default 0.2 is shared with IU and is no tuned ℓ1 weight (with
             the norm summed over ~10^7 weights it wipes a ResNet-18 out). 5e-4 is our
             choice: about the size of the weight decay, so the penalty matters without
@@ -34,7 +34,7 @@ class L1SparseConfig(SGDConfig):
         no_l1_epochs: final epochs without the penalty (reference default 0).
     """
 
-    lr: float = 0.01  # reference README, SALUN_SPEC §3.6
+    lr: float = 0.01  # reference README, docs/method.md
     lr_grid: tuple[float, ...] = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # as FT, §3.2
     alpha: float = 5e-4  # [NOT FOUND] in the paper: our choice, see the docstring
     no_l1_epochs: int = 0  # reference default

@@ -1,4 +1,4 @@
-"""Retrain: exact unlearning, the gold standard every gap is measured against (SALUN_SPEC §3.1).
+"""Retrain: exact unlearning, the gold standard every gap is measured against (docs/method.md).
 
 A fresh random init (the original weights are never loaded) trained on D_r only, with the
 same recipe as the original model: ``ctx.original_train`` holds that recipe as a dict of
@@ -25,7 +25,7 @@ class RetrainConfig:
     """Overrides of the original model's training recipe; ``None`` keeps the original value.
 
     Without an original recipe in the context, the base is :class:`TrainConfig`'s defaults
-    (SGD, cosine schedule from lr 0.1: the paper's Retrain recipe [SIBLING, SALUN_SPEC §3.1]).
+    (SGD, cosine schedule from lr 0.1: the paper's Retrain recipe [SIBLING, docs/method.md]).
 
     Attributes:
         epochs: training epochs (paper: 182, as the original; None = the original's).

@@ -1,4 +1,4 @@
-"""RL (random labelling) and SalUn = RL restricted to salient weights (SALUN_SPEC §2, §3.3).
+"""RL (random labelling) and SalUn = RL restricted to salient weights (docs/method.md).
 
 Each epoch, ``sequential`` (reference HEAD, maintainer in issue #21): one pass over D_f
 with fresh uniform random labels per batch, then one pass over D_r with true labels

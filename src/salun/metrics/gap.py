@@ -1,4 +1,4 @@
-"""Gap to Retrain (SALUN_SPEC §4.3)."""
+"""Gap to Retrain (docs/evaluation.md)."""
 
 from __future__ import annotations
 
