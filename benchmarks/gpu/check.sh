@@ -57,6 +57,8 @@ fi
 [ -n "$PY" ] || { echo "check.sh: no Python with torch found; set SALUN_PYTHON" >&2; exit 2; }
 export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 SALUN_QUIET=1 HF_HUB_OFFLINE=1
+# before any process starts cuBLAS: the deterministic-mode test needs a fixed workspace
+export CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}
 [ -d "$SHARED/fashion-mnist" ] && export SALUN_DATA_DIR=${SALUN_DATA_DIR:-$SHARED}
 
 if [ "$MODE" = full ]; then
@@ -65,7 +67,7 @@ if [ "$MODE" = full ]; then
   DEVICE=cuda
   export SALUN_PRECISION=${SALUN_PRECISION:-bf16}   # channels_last: auto (on for CUDA)
   EPOCHS=${SALUN_CHECK_EPOCHS:-12}
-  T_PYTEST=${SALUN_CHECK_T_PYTEST:-120}; T_BENCH=${SALUN_CHECK_T_BENCH:-270}; T_TPUT=${SALUN_CHECK_T_TPUT:-60}
+  T_PYTEST=${SALUN_CHECK_T_PYTEST:-130}; T_BENCH=${SALUN_CHECK_T_BENCH:-270}; T_TPUT=${SALUN_CHECK_T_TPUT:-60}
   BENCH_ARGS=()
   TPUT_ARGS=(--device cuda --width 1.0 --batch 256 --steps 40 --repeats 3 --precision "$SALUN_PRECISION")
   cat > "$OUT/check.yaml" <<YAML
