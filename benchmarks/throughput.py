@@ -26,6 +26,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,14 @@ from salun.data import ImageDataset
 from salun.methods import UnlearnContext, make_config
 from salun.methods.rl import forget_saliency_mask, random_label_unlearning
 from salun.models import build_model
-from salun.precision import DevicePolicy, autocast, prepare_input, prepare_model, use_policy
+from salun.precision import (
+    add_policy_arguments,
+    apply_policy_arguments,
+    autocast,
+    prepare_input,
+    prepare_model,
+    use_policy,
+)
 from salun.train import TrainConfig, train_supervised
 
 
@@ -171,9 +179,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="batches per timed epoch")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"])
-    ap.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
-    ap.add_argument("--compile", action="store_true", help="torch.compile the training model")
+    add_policy_arguments(ap)
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
     if args.threads:
@@ -182,15 +188,11 @@ def main() -> None:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev
     )
-    policy = DevicePolicy(
-        precision=args.precision,
-        channels_last={"auto": None, "on": True, "off": False}[args.channels_last],
-        compile=args.compile,
-    )
+    policy = apply_policy_arguments(args)
     data = make_data(args.batch * args.steps)
     with use_policy(policy):
         n_train, ts, tp = bench_training(args, device, data)
-    with use_policy(DevicePolicy(precision=policy.precision, channels_last=policy.channels_last)):
+    with use_policy(replace(policy, compile=False)):  # methods never compile (docs/gpu.md)
         n_step, ss, sp, mask_t, n_forget = bench_salun_step(args, device, data)
 
     med = statistics.median

@@ -197,6 +197,27 @@ def test_policy_from_environment():
         policy_from_env({"SALUN_COMPILE": "maybe"})
 
 
+def test_command_line_flags_override_the_environment(monkeypatch):
+    import argparse
+
+    from salun.precision import add_policy_arguments, apply_policy_arguments
+
+    monkeypatch.setenv("SALUN_PRECISION", "bf16")
+    monkeypatch.setenv("SALUN_COMPILE", "1")
+    ap = argparse.ArgumentParser()
+    add_policy_arguments(ap)
+    with use_policy(DevicePolicy()):
+        p = apply_policy_arguments(ap.parse_args(["--precision", "fp16", "--channels-last", "off"]))
+        assert (p.precision, p.channels_last, p.compile, p.deterministic) == (
+            "fp16",
+            False,
+            True,  # not given: the environment's value
+            False,
+        )
+        assert current_policy() == p
+        assert apply_policy_arguments(ap.parse_args([])).precision == "bf16"
+
+
 def test_use_policy_restores_the_previous_policy_and_torch_switches():
     before = current_policy()
     with use_policy(DevicePolicy(precision="tf32", deterministic=True)):

@@ -243,3 +243,40 @@ def _device_of(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+def add_policy_arguments(parser) -> None:
+    """Add ``--precision``, ``--channels-last``, ``--deterministic`` and ``--compile`` to an
+    argparse parser; unset flags keep the environment's value (see :func:`policy_from_env`)."""
+    g = parser.add_argument_group("device policy (docs/gpu.md)")
+    g.add_argument("--precision", choices=PRECISIONS, help="default: fp32 ($SALUN_PRECISION)")
+    g.add_argument(
+        "--channels-last", choices=["auto", "on", "off"], help="default: auto (on for CUDA)"
+    )
+    g.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="bit-exact CUDA reruns (slower; $SALUN_DETERMINISTIC)",
+    )
+    g.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile ($SALUN_COMPILE)"
+    )
+
+
+def apply_policy_arguments(args) -> DevicePolicy:
+    """The policy from the environment overridden by the flags of
+    :func:`add_policy_arguments`; made the process-wide policy and returned."""
+    p = policy_from_env()
+    changes = {}
+    if getattr(args, "precision", None):
+        changes["precision"] = args.precision
+    if getattr(args, "channels_last", None):
+        changes["channels_last"] = {"auto": None, "on": True, "off": False}[args.channels_last]
+    if getattr(args, "deterministic", None):
+        changes["deterministic"] = True
+    if getattr(args, "compile", None):
+        changes["compile"] = True
+    policy = DevicePolicy(**{**p.as_record(), **changes})
+    set_policy(policy)
+    return policy
