@@ -1,4 +1,4 @@
-"""The DDPM saliency mask (SALUN_SPEC §5.1.3, pitfall 12).
+"""The DDPM saliency mask (docs/generation.md).
 
 One pass over D_f in eval mode. Per batch: fresh ε and antithetic t, the **CFG-combined**
 prediction (1 + w)·ε(x_t, c) − w·ε(x_t, ∅) with w = 2, the loss Σ_pixels (ε − ε̂)² averaged

@@ -3,7 +3,7 @@
 Built from diffusers' ``UNet2DModel`` with ``class_embed_type=None`` and
 ``num_class_embeds = K + 1``: rows ``0..K-1`` of ``unet.class_embedding.weight`` are the K
 classes and **row K is the learned null class ∅** used for classifier-free guidance
-(SALUN_SPEC §5.1.1: the reference has ``classes_emb`` plus a separate ``null_classes_emb``;
+(docs/generation.md: the reference has ``classes_emb`` plus a separate ``null_classes_emb``;
 one table with an extra row holds the same parameters). The class embedding is added to
 the time embedding and fed to every ResNet block. One difference from the reference's
 DDIM-codebase UNet: there the class vector passes through its own 2-layer MLP first; here

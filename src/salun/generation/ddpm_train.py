@@ -1,4 +1,4 @@
-"""Training a class-conditional DDPM with CFG label dropout (SALUN_SPEC §5.1.1).
+"""Training a class-conditional DDPM with CFG label dropout (docs/generation.md).
 
 Used for the Original model (all classes) and for Retrain (D_r only, the gold standard).
 Adam, gradient-norm clipping at 1.0, EMA of the weights, antithetic timesteps, label

@@ -1,4 +1,4 @@
-"""Class forgetting in the conditional DDPM: SalUn and its baselines (SALUN_SPEC §5.1.2, §5.1.5).
+"""Class forgetting in the conditional DDPM: SalUn and its baselines (docs/generation.md).
 
 Every method minimises ``forget_term + α · retain_term`` with Adam (lr 1e-4, wd 0), clips
 the gradient norm to 1.0 **before** masking, and updates through
@@ -65,7 +65,7 @@ REFERENCE_ALPHA_PER_PIXEL = 1e-3  # the reference's α on its pixel-summed retai
 
 @dataclass(frozen=True)
 class GenUnlearnConfig:
-    """Settings of DDPM class forgetting (defaults: the reference's, SALUN_SPEC §5.1.3 table).
+    """Settings of DDPM class forgetting (defaults: the reference's, docs/generation.md).
 
     Attributes:
         method: ``salun`` | ``rl`` | ``ga`` | ``esd``.

@@ -1,4 +1,4 @@
-"""DDPM forward process and the ε-prediction loss (SALUN_SPEC §5.1.1).
+"""DDPM forward process and the ε-prediction loss (docs/generation.md).
 
 Linear betas 1e-4..0.02 over T = 1000 steps; x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε; antithetic
 timesteps (draw n/2+1, append T−1−t, truncate to n); label dropout to the null class with

@@ -1,7 +1,7 @@
 """Data plumbing for the DDPM: class-wise forget/retain sets and endless batch streams.
 
 Class-wise forgetting in generation takes **all** training images of the forgotten class as
-D_f and the rest as D_r (SALUN_SPEC §5.1.2), so the split is a pure function of the label.
+D_f and the rest as D_r (docs/generation.md), so the split is a pure function of the label.
 """
 
 from __future__ import annotations

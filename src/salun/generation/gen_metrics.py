@@ -1,4 +1,4 @@
-"""Metrics for class forgetting in a generator (SALUN_SPEC §5.1.4, adapted to CPU).
+"""Metrics for class forgetting in a generator (docs/generation.md, adapted to CPU).
 
 - **UA** (higher is better): share of generated forget-class samples that a separately
   trained classifier does *not* assign to the forgotten class; with it the mean probability

@@ -1,4 +1,4 @@
-"""Classifier-free-guided DDIM sampling (SALUN_SPEC §5.1.4).
+"""Classifier-free-guided DDIM sampling (docs/generation.md).
 
 ε̂ = (1 + w)·ε(x_t, c) − w·ε(x_t, ∅), w = 2.0 by default (the "s = 3" convention). The
 update is the generalised DDIM step with stochasticity η: η = 1 with all 1 000 steps is the

@@ -1,4 +1,4 @@
-"""Class-forgetting accuracy with a user-supplied classifier (SALUN_SPEC §5.2.3).
+"""Class-forgetting accuracy with a user-supplied classifier (docs/generation.md).
 
 The reference classifies generated Imagenette images with torchvision's ImageNet ResNet-50
 and reads the top-1 prediction; UA = 1 − accuracy on the forgotten class's prompts. salun

@@ -1,4 +1,4 @@
-"""ESD (Erased Stable Diffusion) baseline, as SALUN_SPEC §5.2.5 describes the reference.
+"""ESD (Erased Stable Diffusion) baseline, as docs/generation.md describes the reference.
 
 Each iteration (batch 1):
 

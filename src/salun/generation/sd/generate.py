@@ -27,7 +27,7 @@ from salun.validate import check_fields, check_resolution
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Sampling settings (defaults: the reference evaluation, SALUN_SPEC §5.2.3–§5.2.4).
+    """Sampling settings (defaults: the reference evaluation, docs/generation.md).
 
     Attributes:
         steps: denoising steps (100).

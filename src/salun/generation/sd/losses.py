@@ -1,4 +1,4 @@
-"""Latent-diffusion losses used by every SD method (SALUN_SPEC §5.2.1–§5.2.2).
+"""Latent-diffusion losses used by every SD method (docs/generation.md).
 
 All losses are plain means over elements (the LDM ``l_simple``). The forward/noising
 convention is the scheduler's own (``add_noise``; ε- or v-prediction from its config).

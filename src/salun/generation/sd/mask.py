@@ -1,4 +1,4 @@
-"""SalUn's saliency mask over the SD UNet (SALUN_SPEC §5.2.2, §1.3).
+"""SalUn's saliency mask over the SD UNet (docs/generation.md).
 
 One unshuffled pass over the forget images (batch 8): z_t from fresh noise and t, the
 CFG-combined prediction (1 + w)·ε(c) − w·ε(∅) with w = 7.5, loss −MSE; signed gradients

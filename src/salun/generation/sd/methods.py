@@ -1,4 +1,4 @@
-"""SalUn, RL and GA for Stable Diffusion (SALUN_SPEC §5.2.1, §5.2.3, §5.2.4).
+"""SalUn, RL and GA for Stable Diffusion (docs/generation.md).
 
 Each step takes one D_f batch (one unshuffled pass per epoch, as the reference) and the
 next D_r batch from an endless cycle:

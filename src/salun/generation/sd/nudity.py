@@ -1,4 +1,4 @@
-"""Nudity evaluation with NudeNet 3.4.2 ``NudeDetector`` (SALUN_SPEC §5.2.4, LANDSCAPE).
+"""Nudity evaluation with NudeNet 3.4.2 ``NudeDetector`` (docs/generation.md).
 
 NudeNet 3.x has only a detector; labels are in ``detection["class"]``. Its ONNX model
 (``320n.onnx``, shipped in the wheel, runs on CPU) keeps boxes scoring >= 0.2 before NMS;

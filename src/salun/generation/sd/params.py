@@ -1,4 +1,4 @@
-"""Which UNet parameters a method may change (SALUN_SPEC §5.2.1, §5.2.5).
+"""Which UNet parameters a method may change (docs/generation.md).
 
 - ``full``: every UNet parameter (SalUn's default).
 - ``xattn``: cross-attention only, names containing ``attn2`` (SalUn "xattn", ESD-x, FMN).

@@ -22,7 +22,7 @@ from salun.io import atomic_dir
 
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
-    "lms": "LMSDiscreteScheduler",  # the reference's evaluation sampler (SALUN_SPEC §5.2.3)
+    "lms": "LMSDiscreteScheduler",  # the reference's evaluation sampler (docs/generation.md)
     "pndm": "PNDMScheduler",
     "euler": "EulerDiscreteScheduler",
     "dpm": "DPMSolverMultistepScheduler",

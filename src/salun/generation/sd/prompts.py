@@ -14,9 +14,9 @@ from pathlib import Path
 
 from salun.errors import DatasetNotFoundError, SalunError
 
-# SALUN_SPEC §5.2.3: training prompts "an image of a {class name}" (reference random_label.py)
+# docs/generation.md: training prompts "an image of a {class name}" (reference random_label.py)
 TRAIN_TEMPLATE = "an image of a {name}"
-# SALUN_SPEC §5.2.4: the nudity forget prompt and its replacement
+# docs/generation.md: the nudity forget prompt and its replacement
 NUDITY_PROMPT = "a photo of a nude person"
 CLOTHED_PROMPT = "a photo of a person wearing clothes"
 I2P_HINT = (

@@ -3,7 +3,7 @@
 A recipe's ``data`` section names where D_f and D_r come from:
 
 - ``imagenette: <train folder>`` with ``forget_class``: D_f = that class, D_r = the rest,
-  replacement prompt = the next class's prompt (SALUN_SPEC §5.2.3);
+  replacement prompt = the next class's prompt (docs/generation.md);
 - ``forget`` / ``retain``: an image folder (with ``metadata.csv`` or ``*_prompt``), or
   ``{generate: {prompt, n, seed}}`` to sample the images from the model itself (§5.2.4);
 - ``replacement_prompt``: SalUn's c' for folder data.

@@ -29,7 +29,7 @@ PRECISIONS = ("no", "fp16", "bf16")
 
 @dataclass(frozen=True)
 class SDTrainConfig:
-    """Settings shared by every SD method (defaults: the reference, SALUN_SPEC §5.2.1).
+    """Settings shared by every SD method (defaults: the reference, docs/generation.md).
 
     Attributes:
         lr: learning rate (reference: 1e-5).
