@@ -344,6 +344,10 @@ ROWS = [
      r"userdir"),
     ("bench-device-mps", lambda f: ["bench", "--preset", "ci", "--out", "b", "--device", "mps"],
      r"mps"),
+    ("bench-cpus-per-run-nan", lambda f: ["bench", "--preset", "ci", "--out", "b",
+     "--cpus-per-run", "nan"], r"--cpus-per-run"),
+    ("bench-gpus-per-run-negative", lambda f: ["bench", "--preset", "ci", "--out", "b",
+     "--gpus-per-run", "-1"], r"--gpus-per-run"),
     # report
     ("report-missing-folder", lambda f: ["report", "nowhere"], r"nowhere"),
     ("report-not-a-bench-folder", lambda f: ["report", "empty_dir"], r"empty_dir"),

@@ -17,6 +17,7 @@ from salun.bench.executors import EXECUTORS
 from salun.bench.presets import load_preset
 from salun.bench.runner import BenchOptions, run_bench
 from salun.errors import SalunError
+from salun.validate import check_nonnegative, check_positive
 
 
 def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
@@ -96,6 +97,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise SalunError("--ray-address needs --executor ray")
     if args.threads is not None and args.threads < 1:
         raise SalunError(f"--threads must be at least 1, got {args.threads}")
+    check_positive("--cpus-per-run", args.cpus_per_run)
+    if args.gpus_per_run is not None:
+        check_nonnegative("--gpus-per-run", args.gpus_per_run)
     cfg = _config(args)
     options = BenchOptions(
         executor=args.executor,
