@@ -182,6 +182,8 @@ def main() -> None:
     add_policy_arguments(ap)
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
+    if args.steps < 2:
+        ap.error("--steps must be at least 2 (the SalUn epoch needs a forget and a retain batch)")
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = args.device
