@@ -615,3 +615,12 @@ def test_resolve_device_checks_the_gpu_index(monkeypatch):
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(SalunError, match=r"only 1 CUDA GPU\(s\) \(cuda:0\.\.cuda:0\)"):
         resolve_device("cuda:1")
+
+
+def test_to_nchw_refuses_text_pixels_and_keeps_numbers():
+    from salun.data.dataset import to_nchw
+
+    with pytest.raises(SalunError, match="pixels must be integers or floats"):
+        to_nchw(np.array([[["a", "b"]]]), source="x")
+    floats = np.array([[[0.0, 0.5], [1.0, 0.25]]])
+    assert to_nchw(floats, source="x").flatten().tolist() == [0, 128, 255, 64]

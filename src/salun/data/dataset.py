@@ -142,7 +142,7 @@ def to_nchw(images: np.ndarray, *, source: str) -> torch.Tensor:
     else:
         raise SalunError(f"{source}: images must have 3 or 4 dimensions, got shape {a.shape}")
     if a.dtype != np.uint8:
-        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        if a.dtype.kind not in "biuf":  # bool, int, uint, float: not strings or objects
             raise SalunError(f"{source}: pixels must be integers or floats, got {a.dtype}")
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
             bad = int(np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))[0])
