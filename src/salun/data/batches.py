@@ -54,7 +54,10 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
 
 
 def to_float(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """uint8 N×C×H×W → float32 in [0, 1] on ``device``."""
+    """uint8 N×C×H×W → float32 in [0, 1] on ``device``; float32 images (already in
+    [0, 1]) are copied as they are, so a caller may modify the batch in place."""
+    if images.is_floating_point():
+        return images.to(device=device, dtype=torch.float32, copy=True)
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 

@@ -1,4 +1,4 @@
-"""In-memory image datasets: uint8 images N×C×H×W and int64 labels, nothing else.
+"""In-memory image datasets: uint8 images N×C×H×W (or float32 in [0, 1]) and int64 labels.
 
 Everything downstream (training, saliency, unlearning, metrics) works on these tensors
 directly, so there are no DataLoader workers and no per-sample Python in hot loops.
@@ -19,7 +19,9 @@ class ImageDataset:
     """A set of images and labels held as tensors.
 
     Attributes:
-        images: uint8 tensor of shape (N, C, H, W), pixel values 0..255.
+        images: uint8 tensor of shape (N, C, H, W), pixel values 0..255; or float32 in
+            [0, 1] (user data off the 8-bit grid, e.g. resized by a transform: see
+            docs/your-model.md), batched as they are.
         labels: int64 tensor of shape (N,).
     """
 
@@ -27,11 +29,17 @@ class ImageDataset:
     labels: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+        if self.images.dtype not in (torch.uint8, torch.float32) or self.images.dim() != 4:
             raise SalunError(
-                f"images must be a uint8 tensor N×C×H×W, got {self.images.dtype} "
-                f"with shape {tuple(self.images.shape)}"
+                f"images must be a uint8 (or float32 in [0, 1]) tensor N×C×H×W, got "
+                f"{self.images.dtype} with shape {tuple(self.images.shape)}"
             )
+        if self.images.dtype == torch.float32 and self.images.numel():
+            lo, hi = torch.aminmax(self.images)  # NaN fails both comparisons below
+            if not (float(lo) >= 0.0 and float(hi) <= 1.0):
+                raise SalunError(
+                    f"float images must lie in [0, 1], found {float(lo):.4g}..{float(hi):.4g}"
+                )
         if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
             raise SalunError(f"labels must be an int64 vector, got {self.labels.dtype}")
         if len(self.labels) != len(self.images):
@@ -88,8 +96,10 @@ class DataBundle:
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images, on the [0, 1] scale."""
-    x = images.to(torch.float64).div_(255.0)
+    """Per-channel mean and std of uint8 (or [0, 1] float) images, on the [0, 1] scale."""
+    x = images.to(torch.float64)
+    if images.dtype == torch.uint8:
+        x = x.div_(255.0)
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
     return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)

@@ -98,7 +98,8 @@ def augmented_copy(
     out = []
     for start in range(0, len(data), batch_size):
         x = augment_batch(to_float(data.images[start : start + batch_size], "cpu"), aug, gen)
-        out.append(torch.round(x * 255.0).to(torch.uint8))
+        # float32 images (user data off the 8-bit grid) stay float: no rounding
+        out.append(x if data.images.is_floating_point() else torch.round(x * 255.0).to(torch.uint8))
     images = torch.cat(out) if out else data.images.clone()
     return ImageDataset(images, data.labels.clone())
 
