@@ -106,8 +106,9 @@ def test_pseudo_target_branch_gets_no_gradient(trained, data):
     finally:
         handle.remove()
         trained.eval()
-    # first call: the stop-gradient target (no graph); second: the trained output
-    assert calls == [(False, False), (True, True)]
+    # first call: the trained output (the reference's order); second: the stop-gradient
+    # target (no graph)
+    assert calls == [(True, True), (False, False)]
     loss.backward()
     assert trained.unet.class_embedding.weight.grad is not None
     trained.zero_grad(set_to_none=True)
@@ -195,6 +196,10 @@ def test_checkpoint_round_trip_and_strict_loading(trained, tmp_path):
     state = load_file(str(tmp_path / "m" / "model.safetensors"))
     state.pop("unet.class_embedding.weight")
     save_file(state, str(tmp_path / "m" / "model.safetensors"))
+    with pytest.raises(ArtifactError, match="model.safetensors is corrupted: its sha256"):
+        load_denoiser(tmp_path / "m")
+    meta_file = tmp_path / "m" / "model.json"  # as a folder of an older version: no sha256
+    meta_file.write_text(meta_file.read_text().replace('"file_sha256"', '"no_sha256"'))
     with pytest.raises(ArtifactError, match="missing keys.*class_embedding"):
         load_denoiser(tmp_path / "m")
     with pytest.raises(ArtifactError, match="does not exist"):

@@ -356,3 +356,34 @@ def test_canonical_spec():
     assert canonical_spec(f"NPZ:{os.path.relpath(here)}") == f"npz:{here}"
     assert canonical_spec("digits") == "digits"
     assert canonical_spec("synthetic:100") == "synthetic:100"
+
+
+def test_ddpm_folders_record_and_check_their_sha256(tmp_path):
+    pytest.importorskip("diffusers")
+    from salun.generation.ddpm_model import (
+        DenoiserConfig,
+        build_denoiser,
+        load_denoiser,
+        save_denoiser,
+    )
+
+    cfg = DenoiserConfig(
+        image_size=8,
+        in_channels=1,
+        num_classes=3,
+        block_out_channels=(8, 16),
+        attention_levels=(),
+        norm_num_groups=4,
+    )
+    model = build_denoiser(cfg, seed=0)
+    save_denoiser(tmp_path / "d", model, {"dataset": "synthetic"}, ema=build_denoiser(cfg, 1))
+    meta = json.loads((tmp_path / "d" / "model.json").read_text())
+    assert set(meta["file_sha256"]) == {"model.safetensors", "ema.safetensors"}
+    load_denoiser(tmp_path / "d", weights="ema")
+    w = tmp_path / "d" / "ema.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-3] ^= 0x10
+    w.write_bytes(bytes(data))
+    load_denoiser(tmp_path / "d")  # the raw weights are intact
+    with pytest.raises(ArtifactError, match="ema.safetensors is corrupted: its sha256"):
+        load_denoiser(tmp_path / "d", weights="ema")

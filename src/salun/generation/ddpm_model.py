@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from salun.artifacts import load_state, load_state_strict, read_sidecar
+from salun.artifacts import check_weights_sha, load_state, load_state_strict, read_sidecar
 from salun.errors import ArtifactError, SalunError
-from salun.io import atomic_dir, to_jsonable
+from salun.io import atomic_dir, canonical_safetensors, sha256_bytes, to_jsonable
 from salun.utils import git_commit, model_device, runtime_info, versions
 from salun.validate import check_each, check_fields, check_int, check_range
 
@@ -199,14 +199,19 @@ def save_denoiser(
         "git_commit": git_commit(),
         **meta,
     }
+    tensors = {WEIGHTS: state, **({EMA_WEIGHTS: ema_state} if ema_state is not None else {})}
+    tensors.update(extra_files or {})
+    blobs = {
+        name: canonical_safetensors(safetensors_bytes(t, metadata={"format": FORMAT}))
+        for name, t in tensors.items()
+    }
+    # checked on load: a flipped byte is an error, not a silently different model
+    record["file_sha256"] = {name: sha256_bytes(b) for name, b in blobs.items()}
     text = json.dumps(record, indent=2, sort_keys=True, default=to_jsonable) + "\n"
 
     def write(tmp: Path) -> None:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
-        if ema_state is not None:
-            save_file(ema_state, str(tmp / EMA_WEIGHTS), metadata={"format": FORMAT})
-        for name, tensors in (extra_files or {}).items():
-            save_file(tensors, str(tmp / name), metadata={"format": FORMAT})
+        for name, blob in blobs.items():
+            (tmp / name).write_bytes(blob)
         (tmp / META).write_text(text)
 
     atomic_dir(path, write)
@@ -236,6 +241,8 @@ def load_denoiser(
     if weights == "ema" and not meta.get("has_ema"):
         raise ArtifactError(f"{path} holds no EMA weights; use weights='model'")
     model = Denoiser(DenoiserConfig.from_dict(meta["denoiser"]))
-    state = load_state(path / (EMA_WEIGHTS if weights == "ema" else WEIGHTS))
+    file = path / (EMA_WEIGHTS if weights == "ema" else WEIGHTS)
+    check_weights_sha(file, (meta.get("file_sha256") or {}).get(file.name))  # None: older
+    state = load_state(file)
     load_state_strict(model, state, str(path))
     return model.to(device).eval(), meta
