@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 
 from salun.data import ImageDataset
 from salun.errors import SalunError
@@ -53,6 +52,13 @@ from salun.generation.diffusion import (
     noisy_batch,
 )
 from salun.generation.gen_data import endless_batches
+from salun.generation.objectives import (
+    ascent,
+    forget_to_other_condition,
+    negative_guidance,
+    squared_error,
+    with_retain,
+)
 from salun.generation.sampler import guided_eps, timestep_sequence
 from salun.masking import MaskedUpdate
 from salun.train import check_finite
@@ -176,14 +182,6 @@ def other_class(
 
 
 @torch.no_grad()
-def pseudo_target(
-    model: Denoiser, x_t: torch.Tensor, t: torch.Tensor, c_target: torch.Tensor
-) -> torch.Tensor:
-    """sg[ε_θ(x_t, c')]: the other class's prediction, computed without a graph."""
-    return model(x_t, t, c_target)
-
-
-@torch.no_grad()
 def esd_target(
     frozen: Denoiser, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor, eta: float
 ) -> torch.Tensor:
@@ -191,7 +189,7 @@ def esd_target(
     null = torch.full_like(c, frozen.null_class)
     both = frozen(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, null]))
     e_c, e_null = both.chunk(2)
-    return e_null - eta * (e_c - e_null)
+    return negative_guidance(e_c, e_null, eta)
 
 
 def rl_forget_loss(
@@ -205,11 +203,10 @@ def rl_forget_loss(
     """SalUn's forget term: MSE(ε_θ(x_t, c), sg[ε_θ(x_t, c')]) on the same x_t and t."""
     x_t, t, _ = noisy_batch(schedule, x0, generator)
     c_target = other_class(c, model.num_classes, cfg.target_class, generator)
-    target = pseudo_target(
-        model, x_t, t, drop_labels(c_target, cfg.p_uncond, model.null_class, generator)
-    )
-    output = model(x_t, t, drop_labels(c, cfg.p_uncond, model.null_class, generator))
-    return F.mse_loss(output, target)
+    # independent label dropout per branch, drawn target first (the seeded order of before)
+    c_other = drop_labels(c_target, cfg.p_uncond, model.null_class, generator)
+    c_own = drop_labels(c, cfg.p_uncond, model.null_class, generator)
+    return forget_to_other_condition(lambda cond: model(x_t, t, cond), c_own, c_other)
 
 
 @torch.no_grad()
@@ -264,7 +261,7 @@ def esd_forget_loss(
         x_t, t = esd_partial_sample(model, schedule, c, tuple(x0.shape[1:]), cfg, generator)
     else:
         x_t, t, _ = noisy_batch(schedule, x0, generator)
-    return F.mse_loss(model(x_t, t, c), esd_target(frozen, x_t, t, c, cfg.esd_eta))
+    return squared_error(model(x_t, t, c), esd_target(frozen, x_t, t, c, cfg.esd_eta))
 
 
 def forget_term(
@@ -279,9 +276,11 @@ def forget_term(
     """The method's forget term on one D_f batch (the quantity it *minimises*)."""
     if cfg.method in ("salun", "rl"):
         return rl_forget_loss(net, schedule, xf, cf, cfg, generator)
-    if cfg.method == "ga":  # ascent: minimise the negated diffusion loss
-        return -diffusion_loss(
-            net, schedule, xf, cf, generator, p_uncond=cfg.p_uncond, reduction=cfg.ga_reduction
+    if cfg.method == "ga":
+        return ascent(
+            diffusion_loss(
+                net, schedule, xf, cf, generator, p_uncond=cfg.p_uncond, reduction=cfg.ga_reduction
+            )
         )
     return esd_forget_loss(net, frozen, schedule, xf, cf, cfg, generator)
 
@@ -361,7 +360,7 @@ def unlearn_ddpm(
             r_loss = diffusion_loss(
                 net, schedule, xr, cr, gen, p_uncond=cfg.p_uncond, reduction=cfg.retain_reduction
             )
-            loss = loss + alpha * r_loss
+            loss = with_retain(loss, r_loss, alpha)
             r_val = r_loss.item()
         check_finite(loss, f"{cfg.method} unlearning step {it + 1}")
         opt.zero_grad(set_to_none=True)

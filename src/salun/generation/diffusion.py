@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from salun.errors import SalunError
+from salun.generation.objectives import squared_error
 from salun.validate import check_fields
 
 
@@ -94,11 +95,7 @@ def noisy_batch(
 def reduce_sq_error(err: torch.Tensor, reduction: str) -> torch.Tensor:
     """``mean``: over every element; ``sum``: over pixels, then mean over the batch
     (the reference's scaling, 3 072× larger at 32×32×3)."""
-    if reduction == "mean":
-        return err.square().mean()
-    if reduction == "sum":
-        return err.square().flatten(1).sum(1).mean()
-    raise SalunError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    return squared_error(err, torch.zeros((), dtype=err.dtype, device=err.device), reduction)
 
 
 def diffusion_loss(

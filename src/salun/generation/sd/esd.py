@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from salun.errors import SalunError
+from salun.generation.objectives import negative_guidance as negative_guidance_target
+from salun.generation.objectives import squared_error
 from salun.generation.sd.deps import require
 from salun.generation.sd.losses import predict
 from salun.generation.sd.pipeline import encode_prompts
@@ -88,7 +89,7 @@ def esd_target(frozen: Any, z, t, cond, uncond, negative_guidance: float = 1.0) 
     """ε*(z, t, ∅) − η·(ε*(z, t, c) − ε*(z, t, ∅)), computed without any graph."""
     e0 = predict(frozen, z, t, uncond)
     ep = predict(frozen, z, t, cond)
-    return e0 - negative_guidance * (ep - e0)
+    return negative_guidance_target(ep, e0, negative_guidance)
 
 
 def partial_sample(
@@ -186,7 +187,7 @@ def unlearn_esd(
             t_val = reached
         t = torch.full((cfg.batch_size,), t_val, device=tr.device, dtype=torch.long)
         target = esd_target(frozen, z, t, cond, uncond, cfg.negative_guidance)
-        loss = F.mse_loss(predict(tr.unet, z, t, cond), target)
+        loss = squared_error(predict(tr.unet, z, t, cond), target)
         bar.set_postfix(loss=f"{tr.step(loss):.4f}")
         if tr.done():
             break

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from salun.errors import SalunError
+from salun.generation.objectives import forget_to_other_condition, squared_error
 
 
 def encode_latents(vae: Any, images: torch.Tensor, generator: torch.Generator | None = None):
@@ -57,10 +58,7 @@ def diffusion_loss(
     ``reduction``: ``mean`` over every element (LDM's ``l_simple``) or ``sum`` over each
     latent's C·H·W, then mean over the batch."""
     zt, eps, t = noisy(scheduler, z0, generator)
-    err = (predict(unet, zt, t, emb) - target_of(scheduler, z0, eps, t)).square()
-    if reduction == "sum":
-        return err.flatten(1).sum(1).mean()
-    return err.mean()
+    return squared_error(predict(unet, zt, t, emb), target_of(scheduler, z0, eps, t), reduction)
 
 
 def cfg_mask_loss(
@@ -76,6 +74,4 @@ def forget_to_replacement_loss(unet: Any, scheduler: Any, z0, cond, replacement,
     """SalUn/RL forget loss: MSE(ε_θ(z_t, t, c), stopgrad ε_θ(z_t, t, c')) at the SAME z_t
     (same noise and t) for both branches (§5.2.1, pitfall 13)."""
     zt, _, t = noisy(scheduler, z0, generator)
-    with torch.no_grad():
-        target = predict(unet, zt, t, replacement)
-    return F.mse_loss(predict(unet, zt, t, cond), target)
+    return forget_to_other_condition(lambda emb: predict(unet, zt, t, emb), cond, replacement)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from salun.errors import SalunError
+from salun.generation.objectives import ascent, with_retain
 from salun.generation.sd.data import ImagePromptSet
 from salun.generation.sd.losses import (
     diffusion_loss,
@@ -86,7 +87,7 @@ def _run(pipe, forget, retain, cfg, mask, inplace, forget_loss) -> tuple[Any, li
         for batch in forget.batches(cfg.batch_size):
             loss = forget_loss(tr.unet, batch, g)
             if stream is not None:
-                loss = loss + cfg.alpha * _retain_loss(pipe, tr.unet, next(stream), g)
+                loss = with_retain(loss, _retain_loss(pipe, tr.unet, next(stream), g), cfg.alpha)
             bar.set_postfix(loss=f"{tr.step(loss):.4f}")
             bar.update()
             if tr.done():
@@ -137,6 +138,6 @@ def unlearn_ga(
     def forget_loss(unet, batch, g):
         z0 = encode_latents(pipe.vae, batch["images"], g).to(next(unet.parameters()).device)
         emb = encode_prompts(pipe, batch["prompts"])
-        return -diffusion_loss(unet, pipe.scheduler, z0, emb, g, reduction=cfg.ga_reduction)
+        return ascent(diffusion_loss(unet, pipe.scheduler, z0, emb, g, reduction=cfg.ga_reduction))
 
     return _run(pipe, forget, retain, cfg, mask, inplace, forget_loss)
