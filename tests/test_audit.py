@@ -245,3 +245,17 @@ def test_cli_writes_report_with_low_power_warning(tmp_path):
     assert "Original (no unlearning)" in report and "only 3 shadow pairs" in report
     args = ["audit", "--config", str(cfg), "--out", str(tmp_path / "o"), "--methods", "x"]
     assert main(args) == 2
+
+
+def test_audit_cpu_preset_parses():
+    import salun.methods.neggrad_plus  # noqa: F401  (registers the new methods)
+    import salun.methods.scrub  # noqa: F401
+    import salun.methods.ssd  # noqa: F401
+    from salun.audit import load_audit_config
+    from salun.bench.presets import preset_path
+
+    cfg = load_audit_config(preset_path("audit-cpu"))
+    assert cfg.shadows >= 8 and cfg.dataset == "fashion-mnist"
+    names = {name for _, name, _ in cfg.methods}
+    assert {"original", "retrain", "salun", "rl", "ft", "ga"} <= names
+    assert {"neggrad_plus", "scrub", "ssd"} <= names
