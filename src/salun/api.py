@@ -1,0 +1,309 @@
+"""The one-call API for your own model and data: :func:`unlearn` and :func:`evaluate`.
+
+``model`` is any ``nn.Module`` mapping a float image batch B×C×H×W to logits B×K, or
+returning an object with ``.logits`` (Hugging Face classifiers). ``forget`` / ``retain`` /
+``test`` are salun :class:`~salun.data.ImageDataset` objects, torch ``Dataset`` objects of
+``(image, label)``, or ``DataLoader`` objects; images in [0, 1] (docs/your-model.md).
+
+Example:
+    >>> result = salun.unlearn(my_model, forget_ds, retain_ds, "salun", epochs=5, lr=0.01)
+    >>> metrics = salun.evaluate(result.model, forget_ds, retain_ds, test_ds)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from salun.data import DataBundle, ImageDataset, Split
+from salun.data.sources_torch import as_image_dataset, same_storage
+from salun.errors import SalunError
+from salun.metrics import evaluate_unlearning
+from salun.metrics.gap import avg_gap, gaps
+from salun.metrics.mia import FEATURES
+from salun.models.adapter import adapt_model, infer_num_classes, strip_adapter
+from salun.utils import clone_model, model_device, resolve_device, seed_everything
+
+Normalize = tuple[Sequence[float], Sequence[float]]
+
+
+@dataclass
+class UnlearnResult:
+    """What :func:`unlearn` returns.
+
+    Attributes:
+        model: the unlearned model, a new object of the input model's class (the input
+            model is never modified), in eval mode on ``device``.
+        seconds: the method's wall-clock run time (RTE), data preparation excluded.
+        method: the method name.
+        config: the method's settings as a dict (for Retrain: the recipe, or the
+            training function's name).
+        num_classes: the classes K the method used.
+    """
+
+    model: nn.Module
+    seconds: float
+    method: str
+    config: dict[str, Any] = field(default_factory=dict)
+    num_classes: int = 0
+
+
+def unlearn(
+    model: nn.Module,
+    forget: Any,
+    retain: Any,
+    method: str = "salun",
+    *,
+    mask: Mapping[str, torch.Tensor] | str | Path | None = None,
+    normalize: Normalize | None = None,
+    num_classes: int | None = None,
+    device: str = "cpu",
+    flip: bool = True,
+    quiet: bool = False,
+    retrain_fn: Callable[[nn.Module, Any], nn.Module] | None = None,
+    model_factory: Callable[[], nn.Module] | None = None,
+    recipe: Mapping[str, Any] | Any | None = None,
+    **settings: Any,
+) -> UnlearnResult:
+    """Unlearn ``forget`` from ``model`` with ``method``; the input model is left untouched.
+
+    Args:
+        model: the original model (any classifier; see the module docstring).
+        forget, retain: D_f and D_r (ImageDataset, torch Dataset or DataLoader).
+        method: a registered method (``salun.methods.list_methods()``).
+        mask: a saliency mask (``{parameter name: bool tensor}``) or a mask file; any
+            method accepts one. SalUn computes its own when None.
+        normalize: ``(mean, std)`` per channel: salun normalises the [0, 1] images before
+            the model. None: the model takes [0, 1] images as they are.
+        num_classes: K (default: the width of the model's output).
+        device: ``cpu``, ``cuda[:N]`` or ``auto``.
+        flip: whether horizontal flips are valid augmentation (used with ``augment=True``).
+        quiet: no progress bars.
+        retrain_fn: for ``method="retrain"``: ``retrain_fn(model, retain) -> model`` trains
+            ``model`` (``model_factory()``, or a copy of the input model when no factory
+            is given: re-initialise it yourself) on ``retain`` exactly as you passed it.
+        model_factory: builds a freshly initialised model (Retrain with a ``recipe``).
+        recipe: salun's training recipe for Retrain, a dict of
+            :class:`~salun.train.TrainConfig` fields (epochs, lr, schedule, ...) or a
+            ``TrainConfig``.
+        **settings: the method's settings (``salun unlearn --method NAME --help`` lists
+            them), e.g. ``epochs=5, lr=0.01``; for Retrain: ``epochs``/``lr``/``seed``
+            overrides of the recipe.
+    """
+    from salun.methods import UnlearnContext, make_config, run_method
+
+    _check_model(model)
+    dev = resolve_device(device)
+    cfg = make_config(method, settings)  # unknown settings fail before data is read
+    if method == "retrain":
+        return _retrain(
+            model,
+            retain,
+            cfg,
+            mask=mask,
+            normalize=normalize,
+            device=dev,
+            flip=flip,
+            quiet=quiet,
+            retrain_fn=retrain_fn,
+            model_factory=model_factory,
+            recipe=recipe,
+        )
+    if retrain_fn is not None or model_factory is not None or recipe is not None:
+        raise SalunError(
+            f"retrain_fn, model_factory and recipe are for method='retrain', not {method!r}"
+        )
+    f, r = _materialise({"forget": forget, "retain": retain})
+    work = adapt_model(clone_model(model), normalize)
+    k = _num_classes(work, f, num_classes, r)
+    mask = _load_mask(mask, model)
+    ctx = UnlearnContext(num_classes=k, device=dev, flip=flip, quiet=quiet)
+    res = run_method(method, work, f, r, cfg, ctx, mask=mask)
+    return UnlearnResult(strip_adapter(res.model), res.seconds, method, asdict(cfg), k)
+
+
+def evaluate(
+    model: nn.Module,
+    forget: Any,
+    retain: Any,
+    test: Any,
+    *,
+    retrain: nn.Module | Mapping[str, float] | None = None,
+    normalize: Normalize | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    mia_features: tuple[str, ...] = FEATURES,
+) -> dict[str, Any]:
+    """The paper's metrics of ``model`` on your sets (docs/evaluation.md).
+
+    Args:
+        model: the model to evaluate (never modified).
+        forget, retain, test: D_f, D_r and the test set (ImageDataset, Dataset or
+            DataLoader); ``test`` is used as given (remove forgotten classes yourself).
+        retrain: a Retrain model (evaluated on the same sets, with the same ``normalize``)
+            or its metrics dict: adds ``retrain`` (its metrics), ``gaps`` and ``avg_gap``.
+        seed: draws the balanced subsample of the MIA's shadow sets.
+
+    Returns:
+        ``UA``, ``RA``, ``TA``, ``MIA`` in % (and the other MIA features and the attack's
+        bookkeeping, as :func:`salun.metrics.evaluate_unlearning`).
+    """
+    _check_model(model)
+    dev = resolve_device(device)
+    f, r, t = _materialise({"forget": forget, "retain": retain, "test": test})
+    bundle, split = _as_bundle(f, r, t, seed)
+    out = _evaluate_sets(model, bundle, split, normalize, dev, mia_features)
+    if retrain is not None:
+        if isinstance(retrain, nn.Module):
+            ref = _evaluate_sets(retrain, bundle, split, normalize, dev, mia_features)
+        elif isinstance(retrain, Mapping):
+            ref = dict(retrain)
+        else:
+            raise SalunError(
+                f"retrain must be a model or its metrics dict, got {type(retrain).__name__}"
+            )
+        out["retrain"] = {k: ref[k] for k in ("UA", "RA", "TA", "MIA")}
+        out["gaps"] = gaps(out, ref)
+        out["avg_gap"] = avg_gap(out, ref)
+    return out
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise SalunError(f"model must be a torch nn.Module, got {type(model).__name__}")
+
+
+def _materialise(sets: dict[str, Any]) -> list[ImageDataset]:
+    """Every set in memory with one image dtype and one image shape."""
+    data = same_storage(*(as_image_dataset(v, k) for k, v in sets.items()))
+    shapes = {k: tuple(d.images.shape[1:]) for k, d in zip(sets, data)}
+    if len(set(shapes.values())) > 1:
+        raise SalunError(f"the sets hold images of different shapes: {shapes}")
+    return data
+
+
+def _num_classes(work: nn.Module, f: ImageDataset, given: int | None, *others) -> int:
+    from salun.data.batches import to_float
+
+    x = to_float(f.images[:1], model_device(work))
+    k = infer_num_classes(work, x)
+    if given is not None:
+        if not isinstance(given, int) or isinstance(given, bool) or given < 2:
+            raise SalunError(f"num_classes must be an integer >= 2, got {given!r}")
+        if given > k:
+            raise SalunError(f"num_classes={given} but the model outputs only {k} logits")
+        k = given
+    top = max(int(d.labels.max()) for d in (f, *others) if len(d))
+    if top >= k:
+        raise SalunError(f"a label is {top} but the model has {k} classes (0..{k - 1})")
+    return k
+
+
+def _load_mask(mask, model: nn.Module):
+    from salun.saliency import check_mask_fits, load_mask
+
+    if mask is None:
+        return None
+    if isinstance(mask, (str, Path)):
+        return load_mask(mask, model)[0]  # names, shapes and the fingerprint checked
+    if isinstance(mask, Mapping):
+        check_mask_fits(mask, model)
+        return dict(mask)
+    raise SalunError(f"mask must be a dict of bool tensors or a mask file, got {type(mask)}")
+
+
+def _as_bundle(f: ImageDataset, r: ImageDataset, t: ImageDataset, seed: int):
+    """The three sets as a bundle and a split over it, so the evaluation is exactly the one
+    salun's own runs use (docs/evaluation.md); no classes are removed from ``t``."""
+    train = ImageDataset(torch.cat([f.images, r.images]), torch.cat([f.labels, r.labels]))
+    c = int(f.images.shape[1])
+    k = int(max(train.labels.max(), t.labels.max())) + 1
+    bundle = DataBundle("user", train, t, tuple(map(str, range(k))), (0.0,) * c, (1.0,) * c)
+    nf, n = len(f), len(train)
+    split = Split(
+        dataset="user",
+        scenario="random",
+        forget=np.arange(nf, dtype=np.int64),
+        retain=np.arange(nf, n, dtype=np.int64),
+        val=np.zeros(0, dtype=np.int64),
+        classes=(),
+        seed=int(seed),
+        n_train=n,
+    )
+    return bundle, split
+
+
+def _evaluate_sets(model, bundle, split, normalize, dev, features) -> dict[str, Any]:
+    _check_model(model)
+    work = adapt_model(clone_model(model), normalize).to(dev)
+    return evaluate_unlearning(work, bundle, split, device=dev, mia_features=features)
+
+
+def _retrain(
+    model, retain, cfg, *, mask, normalize, device, flip, quiet, retrain_fn, model_factory, recipe
+) -> UnlearnResult:
+    """Retrain for a user model: the user's training function, or salun's trainer with a
+    recipe on a model from the user's factory (docs/your-model.md, "Retrain")."""
+    from salun.methods.retrain import retrain_recipe
+    from salun.train import TrainConfig, train_supervised
+
+    if mask is not None:
+        raise SalunError("retrain trains a fresh model from scratch: a mask means nothing here")
+    if retrain_fn is not None:
+        if recipe is not None:
+            raise SalunError("give retrain either retrain_fn or a recipe, not both")
+        overrides = {k: v for k, v in asdict(cfg).items() if k != "lr_grid" and v is not None}
+        if overrides:
+            raise SalunError(
+                f"retrain settings {sorted(overrides)} configure salun's recipe; your "
+                "retrain_fn trains as it likes (drop them, or use recipe= and model_factory=)"
+            )
+        fresh = model_factory() if model_factory is not None else clone_model(model)
+        _check_fresh(fresh, model, "model_factory()")
+        t0 = time.perf_counter()
+        out = retrain_fn(fresh, retain)
+        seconds = time.perf_counter() - t0
+        _check_fresh(out, model, "retrain_fn")
+        config = {"retrain_fn": getattr(retrain_fn, "__qualname__", repr(retrain_fn))}
+        return UnlearnResult(out.eval(), seconds, "retrain", config)
+    missing = [n for n, v in (("model_factory", model_factory), ("recipe", recipe)) if v is None]
+    if missing:
+        raise SalunError(
+            "retrain of your own model needs retrain_fn=fn(model, retain) -> model, or "
+            f"model_factory= and recipe= (salun's trainer); missing: {', '.join(missing)}"
+        )
+    if isinstance(recipe, TrainConfig):
+        recipe = asdict(recipe)
+    if not isinstance(recipe, Mapping):
+        raise SalunError(f"recipe must be a dict of TrainConfig fields, got {type(recipe)}")
+    train_cfg = retrain_recipe(dict(recipe), cfg)
+    (r,) = _materialise({"retain": retain})
+    seed_everything(train_cfg.seed)  # the fresh init is part of the recipe
+    fresh = model_factory()
+    _check_fresh(fresh, model, "model_factory()")
+    adapt_model(fresh, normalize)
+    t0 = time.perf_counter()
+    # D_r only: the forget set is never seen (exact unlearning)
+    train_supervised(fresh, r, train_cfg, device=device, flip_allowed=flip, quiet=quiet)
+    seconds = time.perf_counter() - t0
+    return UnlearnResult(strip_adapter(fresh).eval(), seconds, "retrain", asdict(train_cfg))
+
+
+def _check_fresh(obj: Any, original: nn.Module, what: str) -> None:
+    if not isinstance(obj, nn.Module):
+        raise SalunError(f"{what} must return an nn.Module, got {type(obj).__name__}")
+    if obj is original:
+        raise SalunError(f"{what} returned the input model itself; it must build a new one")
+
+
+__all__ = ["UnlearnResult", "evaluate", "unlearn"]
