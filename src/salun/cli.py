@@ -146,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an unlearning method; `salun unlearn --method NAME --help` lists its settings",
         add_help=False,
     )
-    p.add_argument("--model", help="the original model folder")
+    p.add_argument(
+        "--model", help="the original model folder (salun's, or a Hugging Face folder + --data)"
+    )
     p.add_argument("--method", default="salun", help="method name (see `salun methods`)")
     p.add_argument("--forget", help="split file")
     p.add_argument("--mask", help="saliency mask file (any method accepts one)")
@@ -294,10 +296,12 @@ def cmd_unlearn(args) -> None:
     missing = [f"--{k}" for k in ("model", "forget", "out") if getattr(args, k) is None]
     if missing:
         raise SalunError(f"salun unlearn needs {', '.join(missing)}")
+    from salun.models.hf import is_hf_folder
     from salun.outputs import claim_output
 
+    kind = "hf-model" if is_hf_folder(args.model) else "model"  # written as it came in
     claim_output(
-        args.out, "model", overwrite=args.overwrite, inputs=[args.model, args.forget, args.mask]
+        args.out, kind, overwrite=args.overwrite, inputs=[args.model, args.forget, args.mask]
     )
     overrides = overrides_from_args(ns, spec.config)
     make_config(spec.name, overrides)  # bad settings fail before any file is read

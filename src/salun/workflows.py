@@ -99,8 +99,16 @@ def load_for_split(
 
     Returns:
         ``(model, meta, bundle, split, device, spec)`` where ``spec`` is the data spec used.
+        A Hugging Face folder (``save_pretrained`` layout) needs ``data``; its ``meta`` has
+        ``layout: "hf"`` (docs/your-model.md).
     """
     dev = resolve_device(device)
+    from salun.models.hf import is_hf_folder
+
+    if is_hf_folder(model_dir):
+        from salun.hf_workflows import load_hf_for_split
+
+        return load_hf_for_split(model_dir, split_file, dev, data)
     model, meta = load_model(model_dir, dev)
     spec = canonical_spec(data) if data else meta.get("data_spec", meta["dataset"])
     try:
@@ -214,6 +222,12 @@ def unlearn_model_folder(
     from salun.saliency import load_mask
 
     model, meta, bundle, split, dev, spec = load_for_split(model_dir, split_file, device, data)
+    hf = meta.get("layout") == "hf"
+    if hf and method == "retrain":
+        raise SalunError(
+            f"{model_dir} is a Hugging Face folder: salun cannot rebuild its training; retrain "
+            "it in Python with salun.unlearn(..., method='retrain', retrain_fn=...)"
+        )
     cfg = make_config(method, overrides)
     mask, mask_meta = (None, None)
     if mask_file:
@@ -259,6 +273,11 @@ def unlearn_model_folder(
     }
     if evaluate:
         record["metrics"] = evaluate_unlearning(result.model, bundle, split, device=dev)
+    if hf:  # written back in the layout it came in (docs/your-model.md)
+        from salun.models.hf import save_hf_folder
+
+        save_hf_folder(out, result.model, model_dir, {**record, "hf": meta["hf"]})
+        return record
     model_kwargs = dict(meta["model"])
     head = getattr(result.model, "head", None)
     if head is not None and head.out_features != model_kwargs["num_classes"]:
