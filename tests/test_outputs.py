@@ -53,6 +53,11 @@ def test_same_kind_needs_overwrite(tmp_path, synthetic):
         claim_output(m, "bench", overwrite=True)
     # a new path is fine without --overwrite
     assert claim_output(tmp_path / "new" / "deeper", "model", overwrite=False)
+    # a model folder the user also keeps a file in is not replaced: the file would go too
+    (m / "notes.txt").write_text("mine")
+    with pytest.raises(SalunError, match="also holds 'notes.txt'"):
+        claim_output(m, "model", overwrite=True)
+    assert (m / "notes.txt").read_text() == "mine"
 
 
 def test_file_where_a_folder_is_written_and_back(tmp_path):

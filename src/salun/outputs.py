@@ -30,15 +30,35 @@ class OutputKind:
     is_dir: bool
     what: str
     recognise: Callable[[Path], bool]
+    # For folders: which entry names the artifact itself writes (None: any). A folder
+    # holding anything else also holds a user's file, and is not replaced.
+    owns: Callable[[str], bool] | None = None
 
 
 _KINDS: dict[str, OutputKind] = {}
 
 
-def register_kind(name: str, *, is_dir: bool, what: str, recognise: Callable[[Path], bool]):
-    """Teach the policy a new artifact kind (``recognise(path)`` is True for a salun
-    artifact of that kind; it must not raise)."""
-    _KINDS[name] = OutputKind(name, is_dir, what, recognise)
+def register_kind(
+    name: str,
+    *,
+    is_dir: bool,
+    what: str,
+    recognise: Callable[[Path], bool],
+    owns: Callable[[str], bool] | None = None,
+):
+    """Teach the policy a new artifact kind.
+
+    Args:
+        recognise: ``recognise(path)`` is True for a salun artifact of that kind; it must
+            not raise.
+        owns: for folders, ``owns(name)`` is True for each entry the artifact writes; a
+            folder with other entries is not replaced (None: the kind manages its contents).
+    """
+    _KINDS[name] = OutputKind(name, is_dir, what, recognise, owns)
+
+
+def _names(*names: str) -> Callable[[str], bool]:
+    return lambda n: n in names
 
 
 def kinds() -> list[str]:
@@ -102,12 +122,14 @@ register_kind(
     is_dir=True,
     what="salun model folder",
     recognise=_sidecar_format("model.json", "salun-model-1"),
+    owns=_names("model.json", "model.safetensors"),
 )
 register_kind(
     "ddpm",
     is_dir=True,
     what="salun DDPM folder",
     recognise=_sidecar_format("model.json", "salun-ddpm-1"),
+    owns=_names("model.json", "model.safetensors", "ema.safetensors", "train_state.safetensors"),
 )
 register_kind(
     "split", is_dir=False, what="salun split file", recognise=_json_format("salun-split-1")
@@ -134,6 +156,10 @@ register_kind(
     is_dir=True,
     what="salun Stable Diffusion UNet folder",
     recognise=_has("salun_unet.json", "config.json"),
+    owns=lambda n: (
+        n in ("salun_unet.json", "config.json")
+        or (n.startswith("diffusion_pytorch_model") and n.endswith((".safetensors", ".json")))
+    ),
 )
 register_kind(
     "sd-samples",
@@ -143,6 +169,7 @@ register_kind(
         (p / "metadata.csv").is_file()
         and (p / "metadata.csv").read_text(errors="replace").startswith("file_name,")
     ),
+    owns=lambda n: n == "metadata.csv" or (n.endswith(".png") and not n.startswith(".")),
 )
 
 
@@ -239,6 +266,13 @@ def _check_existing(p: Path, spec: OutputKind, want_dir: bool, overwrite: bool) 
         )
     if not overwrite:
         raise SalunError(f"{p} already exists (a {spec.what}); pass --overwrite to replace it")
+    if spec.is_dir and spec.owns is not None:
+        foreign = sorted(e.name for e in p.iterdir() if not spec.owns(e.name))
+        if foreign:
+            raise SalunError(
+                f"refusing to replace {p}: it also holds {foreign[0]!r}, which salun did not "
+                "write there; move it out first or choose another --out"
+            )
 
 
 def _check_parent(p: Path) -> None:
