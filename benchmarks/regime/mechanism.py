@@ -74,7 +74,7 @@ def train_stage(a, which: str) -> None:
            "recipe": asdict(recipe), "last_epoch": res.history[-1], "n_trained": len(data),
            "split": split.describe()}
     atomic_write_json(Path(a.out) / f"{which}.json", rec)
-    print(which, f"{secs:.0f}s", {k: round(v, 2) for k, v in rec["metrics"].items()})
+    print(which, f"{secs:.0f}s", {k: round(rec["metrics"][k], 2) for k in METRICS})
 
 
 def unlearn_stage(a) -> None:
@@ -97,7 +97,7 @@ def unlearn_stage(a) -> None:
         rec = {"run": f"{method}@{lr}", "method": method, "lr": float(lr), "seconds": secs,
                "metrics": evaluate(res.model, bundle, split), "config": asdict(cfg)}
         atomic_write_json(Path(a.out) / f"{method}_lr{lr}.json", rec)
-        print(rec["run"], f"{secs:.0f}s", {k: round(v, 2) for k, v in rec["metrics"].items()})
+        print(rec["run"], f"{secs:.0f}s", {k: round(rec["metrics"][k], 2) for k in METRICS})
 
 
 def table(a) -> str:
