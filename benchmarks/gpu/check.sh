@@ -66,7 +66,7 @@ if [ "$MODE" = full ]; then
     echo "check.sh: torch sees no CUDA GPU here ($PY); use --smoke on a CPU machine" >&2; exit 2; }
   DEVICE=cuda
   export SALUN_PRECISION=${SALUN_PRECISION:-bf16}   # channels_last: auto (on for CUDA)
-  EPOCHS=${SALUN_CHECK_EPOCHS:-12}
+  EPOCHS=${SALUN_CHECK_EPOCHS:-10}
   T_PYTEST=${SALUN_CHECK_T_PYTEST:-130}; T_BENCH=${SALUN_CHECK_T_BENCH:-270}; T_TPUT=${SALUN_CHECK_T_TPUT:-60}
   BENCH_ARGS=()
   TPUT_ARGS=(--device cuda --width 1.0 --batch 256 --steps 40 --repeats 3 --precision "$SALUN_PRECISION")
