@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from salun.artifacts import load_state
+from salun.artifacts import check_weights_sha, load_state
 from salun.errors import ArtifactError
 from salun.generation.ddpm_model import (
     EMA_WEIGHTS,
@@ -60,6 +60,9 @@ def resume_train_state(
     meta = read_denoiser_meta(path)
     if not (path / STATE_FILE).is_file():
         raise ArtifactError(f"{path} holds no training state ({STATE_FILE}); cannot resume it")
+    recorded = meta.get("file_sha256") or {}  # absent in folders of older versions
+    for name in (WEIGHTS, EMA_WEIGHTS, STATE_FILE):
+        check_weights_sha(path / name, recorded.get(name))
     model = Denoiser(DenoiserConfig.from_dict(meta["denoiser"]))
     load_state_strict(model, load_state(path / WEIGHTS), str(path))
     ema = copy.deepcopy(model)
