@@ -66,6 +66,21 @@ def figures(monkeypatch):
     monkeypatch.setattr(plots, "_save", real)
 
 
+@pytest.fixture()
+def text_only(monkeypatch):
+    """Skip rendering PNGs (a stub file instead) for tests that read only the report's text."""
+
+    def stub(fig, path):
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"png")
+        return path
+
+    monkeypatch.setattr(plots, "_save", stub)
+
+
 def yerr_bars(ax) -> list:
     return [c for c in ax.containers if getattr(c, "has_yerr", False)]
 
@@ -176,6 +191,11 @@ def test_one_seed_report_says_not_significant_and_skips_seed_plots(tmp_path):
     pngs = sorted(p.name for p in (root / "plots").glob("*.png"))
     assert pngs == ["gap_vs_rte_paper.png", "metrics_random10_paper.png"]
     assert "salun ÷ Retrain's RTE: **0.080**" in md  # 8 s / 100 s
+    # an older layout's plot files are removed, the current ones kept
+    (root / "plots" / "metrics_random10.png").write_bytes(b"old")
+    write_report(root)
+    assert not (root / "plots" / "metrics_random10.png").exists()
+    assert (root / "plots" / "metrics_random10_paper.png").is_file()
 
 
 def test_three_seed_report_has_intervals_ties_and_seed_plots(tmp_path):
@@ -192,11 +212,6 @@ def test_three_seed_report_has_intervals_ties_and_seed_plots(tmp_path):
     assert "max-width:100%" not in html and "<img src='plots/" in html
     for p in (root / "plots").glob("*.png"):
         assert png_width(p) <= 1140, p.name  # drawn for the page: shown at natural size
-    # an older layout's plot files are removed, the current ones kept
-    (root / "plots" / "metrics_random10.png").write_bytes(b"old")
-    write_report(root)
-    assert not (root / "plots" / "metrics_random10.png").exists()
-    assert (root / "plots" / "metrics_random10_paper.png").is_file()
 
 
 def test_plot_write_is_atomic(tmp_path, monkeypatch):
@@ -216,7 +231,7 @@ def test_plot_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["p.png"]  # no temp file left
 
 
-def test_a_choice_at_the_grid_edge_is_flagged_in_the_report(tmp_path):
+def test_a_choice_at_the_grid_edge_is_flagged_in_the_report(tmp_path, text_only):
     root = tmp_path / "edge"
     raw_records = records([0])
     choice = {"source": "searched", "value": 0.1, "field": "lr", "grid": [0.001, 0.01, 0.1],
@@ -239,7 +254,7 @@ def test_a_choice_at_the_grid_edge_is_flagged_in_the_report(tmp_path):
     )
 
 
-def test_committed_quick_folder_of_before_the_protocols_still_reports(tmp_path):
+def test_committed_quick_folder_of_before_the_protocols_still_reports(tmp_path, text_only):
     """benchmarks/quick keeps bench.json and results.jsonl only (old record format)."""
     import shutil
     from pathlib import Path
