@@ -193,7 +193,7 @@ def test_summarize_by_hand():
 
 
 def test_paper_table1_avg_gap_example():
-    # SALUN_SPEC §4.3: SalUn at 10 % gives (2.39 + 0.38 + 0.33 + 1.51) / 4 = 1.15
+    # the paper's Table 1: SalUn at 10 % gives (2.39 + 0.38 + 0.33 + 1.51) / 4 = 1.15
     records = [
         rec("retrain", "retrain", 0, 5.24, 100.0, 94.26, 12.88, 1.0),
         rec("unlearn", "salun", 0, 2.85, 99.62, 93.93, 14.39, 1.0),
