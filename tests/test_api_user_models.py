@@ -188,8 +188,12 @@ def test_off_grid_float_images_stay_float_and_match_a_float_image_dataset(sets):
 def test_uint8_forget_with_float_retain_share_one_storage(sets):
     f, r, _ = sets
     rd = UserData(r.images, r.labels, True)  # float retain, uint8 forget: RL's joint cat
-    res = salun.unlearn(user_model(), f, rd, "rl", regime="joint", epochs=1, quiet=True)
-    assert type(res.model) is UserNet
+    kw = {"regime": "joint", "epochs": 1, "batch_size": 8, "quiet": True}
+    mixed = salun.unlearn(user_model(), f, rd, "rl", **kw)
+    # the uint8 forget set becomes float exactly as batching would have made it
+    f_float = ImageDataset(f.images.float() / 255, f.labels)
+    both_float = salun.unlearn(user_model(), f_float, rd, "rl", **kw)
+    assert same_state(snapshot(mixed.model), snapshot(both_float.model))
 
 
 class Normalised(Dataset):
@@ -258,6 +262,13 @@ def test_normalize_reaches_the_model_in_training_and_evaluation(sets):
         assert back.min() >= -1e-6 and back.max() <= 1 + 1e-6
         assert torch.allclose(back * 255, torch.round(back * 255), atol=1e-3)  # 8-bit pixels
     assert x.min() < 0  # normalised, not the raw [0, 1] pixels
+    SEEN.clear()
+    # BS: the FGSM step is taken on the [0, 1] pixels and clamped there, then normalised
+    salun.unlearn(spy, f, r, "bs", normalize=(mean, std), epochs=1, lr=1.0, eps=0.5, quiet=True)
+    adv = [x * s + m for x in SEEN[1:]]
+    assert (
+        min(float(x.min()) for x in adv) >= -1e-6 and max(float(x.max()) for x in adv) <= 1 + 1e-6
+    )
     SEEN.clear()
     salun.unlearn(spy, f, r, "ft", epochs=1, batch_size=8, quiet=True)  # no normalize
     assert all(x.min() >= 0 and x.max() <= 1 for x in SEEN)

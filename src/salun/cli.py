@@ -296,7 +296,7 @@ def cmd_unlearn(args) -> None:
     missing = [f"--{k}" for k in ("model", "forget", "out") if getattr(args, k) is None]
     if missing:
         raise SalunError(f"salun unlearn needs {', '.join(missing)}")
-    from salun.models.hf import is_hf_folder
+    from salun.hf_workflows import is_hf_folder  # also registers the hf-model output kind
     from salun.outputs import claim_output
 
     kind = "hf-model" if is_hf_folder(args.model) else "model"  # written as it came in

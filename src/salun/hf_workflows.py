@@ -8,7 +8,13 @@ from pathlib import Path
 from salun.data import check_split_fits, load_dataset, load_split
 from salun.data.registry import canonical_spec
 from salun.errors import SalunError
-from salun.models.hf import load_hf_folder
+from salun.models.hf import is_hf_folder, is_salun_hf_folder, load_hf_folder
+from salun.outputs import register_kind
+
+# `salun unlearn --out` of a Hugging Face input is this kind: --overwrite may replace one
+register_kind(
+    "hf-model", is_dir=True, what="salun-written Hugging Face folder", recognise=is_salun_hf_folder
+)
 
 
 def load_hf_for_split(model_dir, split_file, dev, data: str | None, quiet: bool = True):
@@ -45,3 +51,6 @@ def load_hf_for_split(model_dir, split_file, dev, data: str | None, quiet: bool 
         "hf": info,
     }
     return model, meta, bundle, split, dev, spec
+
+
+__all__ = ["is_hf_folder", "load_hf_for_split"]

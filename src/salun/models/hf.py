@@ -142,19 +142,9 @@ def save_hf_folder(
     return Path(out)
 
 
-def _is_salun_hf(p: Path) -> bool:
+def is_salun_hf_folder(p: Path) -> bool:
+    """A folder :func:`save_hf_folder` wrote (its ``salun_hf.json``); never raises."""
     try:
         return p.is_dir() and json.loads((p / RECORD).read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def _register_output_kind() -> None:
-    from salun.outputs import register_kind
-
-    register_kind(
-        "hf-model", is_dir=True, what="salun-written Hugging Face folder", recognise=_is_salun_hf
-    )
-
-
-_register_output_kind()
