@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import salun
+from salun.api import STREAMING_METHODS
 from salun.data import ImageDataset
 from salun.data.sources_torch import as_image_dataset
 from salun.errors import ArtifactError, SalunError
@@ -432,3 +433,48 @@ def test_evaluate_gives_the_papers_metrics_and_the_gap_to_a_retrain_model():
     assert with_model["avg_gap"] == 0.0 and with_model["retrain"]["UA"] == pytest.approx(60.0)
     logits = model(f.images.float() / 255)
     assert out["UA"] == pytest.approx(100 - accuracy(logits, f.labels))
+
+
+class Counting(UserData):
+    """Counts every sample read (a module-level counter: DataLoader copies share it)."""
+
+    reads = 0
+
+    def __getitem__(self, i):
+        Counting.reads += 1
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("method", STREAMING_METHODS)
+def test_streamed_datasets_give_the_in_memory_result_bit_exactly(sets, method):
+    f, r, _ = sets
+    model = user_model()
+    kw = {"epochs": 1, "batch_size": 5, "quiet": True}
+    if method == "salun":
+        kw["augment"] = True  # augmentation is drawn on the streamed batches the same way
+    in_memory = salun.unlearn(model, f, r, method, **kw)
+    Counting.reads = 0
+    fd, rd = Counting(f.images, f.labels), Counting(r.images, r.labels)
+    streamed = salun.unlearn(model, fd, DataLoader(rd, batch_size=64), method, stream=True, **kw)
+    assert same_state(snapshot(in_memory.model), snapshot(streamed.model))
+    assert Counting.reads > len(f) + len(r)  # read again on every pass, not held
+
+
+def test_streaming_reads_with_workers_and_refuses_methods_that_need_memory(sets):
+    f, r, t = sets
+    fd, rd, td = (UserData(d.images, d.labels, True) for d in (f, r, t))
+    model = user_model()
+    a = salun.unlearn(model, fd, rd, "ga", epochs=1, batch_size=8, quiet=True)
+    b = salun.unlearn(
+        model, fd, rd, "ga", stream=True, num_workers=1, epochs=1, batch_size=8, quiet=True
+    )
+    assert same_state(snapshot(a.model), snapshot(b.model))
+    got = salun.evaluate(a.model, fd, rd, td, stream=True)
+    want = salun.evaluate(a.model, fd, rd, td)
+    assert [got[k] for k in ("UA", "RA", "TA", "MIA")] == [
+        want[k] for k in ("UA", "RA", "TA", "MIA")
+    ]
+    with pytest.raises(SalunError, match="iu needs D_f and D_r in memory"):
+        salun.unlearn(model, fd, rd, "iu", stream=True)
+    with pytest.raises(SalunError, match="regime='joint' cannot stream"):
+        salun.unlearn(model, fd, rd, "rl", regime="joint", stream=True)

@@ -18,14 +18,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from salun.data import DataBundle, ImageDataset, Split
+from salun.data import ImageDataset
 from salun.data.sources_torch import as_image_dataset, same_storage
 from salun.errors import SalunError
-from salun.metrics import evaluate_unlearning
 from salun.metrics.gap import avg_gap, gaps
 from salun.metrics.mia import FEATURES
 from salun.models.adapter import adapt_model, infer_num_classes, strip_adapter
@@ -70,6 +68,8 @@ def unlearn(
     retrain_fn: Callable[[nn.Module, Any], nn.Module] | None = None,
     model_factory: Callable[[], nn.Module] | None = None,
     recipe: Mapping[str, Any] | Any | None = None,
+    stream: bool = False,
+    num_workers: int | None = None,
     **settings: Any,
 ) -> UnlearnResult:
     """Unlearn ``forget`` from ``model`` with ``method``; the input model is left untouched.
@@ -93,6 +93,11 @@ def unlearn(
         recipe: salun's training recipe for Retrain, a dict of
             :class:`~salun.train.TrainConfig` fields (epochs, lr, schedule, ...) or a
             ``TrainConfig``.
+        stream: read ``forget``/``retain`` batch by batch from their source instead of
+            holding them in memory (map-style Datasets; same result as in memory; the
+            methods in :data:`STREAMING_METHODS` only).
+        num_workers: ``DataLoader`` workers when streaming (default: a DataLoader's own,
+            else 0).
         **settings: the method's settings (``salun unlearn --method NAME --help`` lists
             them), e.g. ``epochs=5, lr=0.01``; for Retrain: ``epochs``/``lr``/``seed``
             overrides of the recipe.
@@ -120,9 +125,12 @@ def unlearn(
         raise SalunError(
             f"retrain_fn, model_factory and recipe are for method='retrain', not {method!r}"
         )
-    f, r = _materialise({"forget": forget, "retain": retain})
+    sets = {"forget": forget, "retain": retain}
+    if stream:
+        _check_streamable(method, cfg)
+    f, r = _prepare(sets, stream, num_workers)
     work = adapt_model(clone_model(model), normalize)
-    k = _num_classes(work, f, num_classes, r)
+    k = _num_classes(work, _first_image(f), num_classes, f, r)
     mask = _load_mask(mask, model)
     ctx = UnlearnContext(num_classes=k, device=dev, flip=flip, quiet=quiet)
     res = run_method(method, work, f, r, cfg, ctx, mask=mask)
@@ -140,6 +148,8 @@ def evaluate(
     device: str = "cpu",
     seed: int = 0,
     mia_features: tuple[str, ...] = FEATURES,
+    stream: bool = False,
+    num_workers: int | None = None,
 ) -> dict[str, Any]:
     """The paper's metrics of ``model`` on your sets (docs/evaluation.md).
 
@@ -150,6 +160,7 @@ def evaluate(
         retrain: a Retrain model (evaluated on the same sets, with the same ``normalize``)
             or its metrics dict: adds ``retrain`` (its metrics), ``gaps`` and ``avg_gap``.
         seed: draws the balanced subsample of the MIA's shadow sets.
+        stream, num_workers: read the sets batch by batch (as :func:`unlearn`).
 
     Returns:
         ``UA``, ``RA``, ``TA``, ``MIA`` in % (and the other MIA features and the attack's
@@ -157,12 +168,11 @@ def evaluate(
     """
     _check_model(model)
     dev = resolve_device(device)
-    f, r, t = _materialise({"forget": forget, "retain": retain, "test": test})
-    bundle, split = _as_bundle(f, r, t, seed)
-    out = _evaluate_sets(model, bundle, split, normalize, dev, mia_features)
+    sets = _prepare({"forget": forget, "retain": retain, "test": test}, stream, num_workers)
+    out = _evaluate_sets(model, sets, seed, normalize, dev, mia_features)
     if retrain is not None:
         if isinstance(retrain, nn.Module):
-            ref = _evaluate_sets(retrain, bundle, split, normalize, dev, mia_features)
+            ref = _evaluate_sets(retrain, sets, seed, normalize, dev, mia_features)
         elif isinstance(retrain, Mapping):
             ref = dict(retrain)
         else:
@@ -183,6 +193,47 @@ def _check_model(model: Any) -> None:
         raise SalunError(f"model must be a torch nn.Module, got {type(model).__name__}")
 
 
+# the methods that only ever batch D_f and D_r (never concatenate or copy the images), so
+# they can read them batch by batch; RL and SalUn in their sequential regime only
+STREAMING_METHODS = ("be", "bs", "ft", "ga", "l1_sparse", "rl", "salun")
+
+
+def _check_streamable(method: str, cfg) -> None:
+    if method not in STREAMING_METHODS:
+        raise SalunError(
+            f"{method} needs D_f and D_r in memory, so it cannot stream; streaming methods: "
+            f"{', '.join(STREAMING_METHODS)} (call without stream=True)"
+        )
+    if getattr(cfg, "regime", "sequential") != "sequential":
+        raise SalunError(f"{method} with regime={cfg.regime!r} cannot stream: use sequential")
+
+
+def _prepare(sets: dict[str, Any], stream: bool, num_workers: int | None) -> list:
+    """The sets in memory (one dtype, one shape), or each as a :class:`StreamedImages`."""
+    if not stream:
+        return _materialise(sets)
+    from salun.data.streaming import StreamedImages
+
+    out = []
+    for name, data in sets.items():
+        if isinstance(data, ImageDataset):
+            out.append(data)  # already in memory
+            continue
+        workers = num_workers
+        if isinstance(data, torch.utils.data.DataLoader):
+            # salun draws the order and the batches itself; the loader gives its dataset
+            # and its workers
+            workers = data.num_workers if workers is None else workers
+            data = data.dataset
+        if not isinstance(data, torch.utils.data.Dataset):
+            raise SalunError(f"{name}: streaming needs a torch Dataset or DataLoader")
+        out.append(StreamedImages(data, name, num_workers=workers or 0))
+    shapes = {k: tuple(_first_image(d).shape[1:]) for k, d in zip(sets, out)}
+    if len(set(shapes.values())) > 1:
+        raise SalunError(f"the sets hold images of different shapes: {shapes}")
+    return out
+
+
 def _materialise(sets: dict[str, Any]) -> list[ImageDataset]:
     """Every set in memory with one image dtype and one image shape."""
     data = same_storage(*(as_image_dataset(v, k) for k, v in sets.items()))
@@ -192,18 +243,21 @@ def _materialise(sets: dict[str, Any]) -> list[ImageDataset]:
     return data
 
 
-def _num_classes(work: nn.Module, f: ImageDataset, given: int | None, *others) -> int:
+def _first_image(data) -> torch.Tensor:
+    return data.first_image() if hasattr(data, "first_image") else data.images[:1]
+
+
+def _num_classes(work: nn.Module, first: torch.Tensor, given: int | None, *sets) -> int:
     from salun.data.batches import to_float
 
-    x = to_float(f.images[:1], model_device(work))
-    k = infer_num_classes(work, x)
+    k = infer_num_classes(work, to_float(first, model_device(work)))
     if given is not None:
         if not isinstance(given, int) or isinstance(given, bool) or given < 2:
             raise SalunError(f"num_classes must be an integer >= 2, got {given!r}")
         if given > k:
             raise SalunError(f"num_classes={given} but the model outputs only {k} logits")
         k = given
-    top = max(int(d.labels.max()) for d in (f, *others) if len(d))
+    top = max(int(d.labels.max()) for d in sets if len(d))
     if top >= k:
         raise SalunError(f"a label is {top} but the model has {k} classes (0..{k - 1})")
     return k
@@ -222,31 +276,13 @@ def _load_mask(mask, model: nn.Module):
     raise SalunError(f"mask must be a dict of bool tensors or a mask file, got {type(mask)}")
 
 
-def _as_bundle(f: ImageDataset, r: ImageDataset, t: ImageDataset, seed: int):
-    """The three sets as a bundle and a split over it, so the evaluation is exactly the one
-    salun's own runs use (docs/evaluation.md); no classes are removed from ``t``."""
-    train = ImageDataset(torch.cat([f.images, r.images]), torch.cat([f.labels, r.labels]))
-    c = int(f.images.shape[1])
-    k = int(max(train.labels.max(), t.labels.max())) + 1
-    bundle = DataBundle("user", train, t, tuple(map(str, range(k))), (0.0,) * c, (1.0,) * c)
-    nf, n = len(f), len(train)
-    split = Split(
-        dataset="user",
-        scenario="random",
-        forget=np.arange(nf, dtype=np.int64),
-        retain=np.arange(nf, n, dtype=np.int64),
-        val=np.zeros(0, dtype=np.int64),
-        classes=(),
-        seed=int(seed),
-        n_train=n,
-    )
-    return bundle, split
+def _evaluate_sets(model, sets, seed, normalize, dev, features) -> dict[str, Any]:
+    from salun.metrics.evaluate import evaluate_sets
 
-
-def _evaluate_sets(model, bundle, split, normalize, dev, features) -> dict[str, Any]:
     _check_model(model)
     work = adapt_model(clone_model(model), normalize).to(dev)
-    return evaluate_unlearning(work, bundle, split, device=dev, mia_features=features)
+    f, r, t = sets
+    return evaluate_sets(work, f, r, t, int(seed), device=dev, mia_features=features)
 
 
 def _retrain(
@@ -306,4 +342,4 @@ def _check_fresh(obj: Any, original: nn.Module, what: str) -> None:
         raise SalunError(f"{what} returned the input model itself; it must build a new one")
 
 
-__all__ = ["UnlearnResult", "evaluate", "unlearn"]
+__all__ = ["STREAMING_METHODS", "UnlearnResult", "evaluate", "unlearn"]

@@ -87,12 +87,16 @@ def iterate_batches(
         raise ValueError("shuffling or augmenting needs a torch.Generator for reproducibility")
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        idx = order[start : start + batch_size]
-        x = to_float(data.images[idx], device)
+    chunks = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
+    # a streamed dataset (salun.data.streaming) reads the same index batches from its
+    # source instead of from memory: same order, same samples, same batches
+    stream = getattr(data, "stream", None)
+    source = stream(chunks) if stream else ((data.images[i], data.labels[i]) for i in chunks)
+    for images, labels in source:
+        x = to_float(images, device)
         if augment is not None and augment.active:
             x = augment_batch(x, augment, generator)
-        yield x, data.labels[idx].to(device)
+        yield x, labels.to(device)
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:

@@ -53,9 +53,9 @@ def as_image_dataset(data: Any, name: str = "data", *, batch_size: int = 256) ->
     images, labels = [], []
     try:
         for i, batch in enumerate(loader):
-            x, y = _split_batch(batch, name, i)
-            images.append(_check_images(x, name, i))
-            labels.append(_check_labels(y, len(x), name, i))
+            x, y = split_batch(batch, name, i)
+            images.append(check_images(x, name, i))
+            labels.append(check_labels(y, len(x), name, i))
     except (TypeError, RuntimeError) as e:
         if isinstance(e, SalunError):
             raise
@@ -87,7 +87,7 @@ def _check_first_sample(data: Dataset, name: str) -> None:
     if n == 0:
         raise SalunError(f"{name} is empty: it holds no samples")
     sample = data[0]
-    image = _split_batch(sample, name, 0)[0]
+    image = split_batch(sample, name, 0)[0]
     if not isinstance(image, torch.Tensor):
         raise SalunError(
             f"{name}: samples hold a {type(image).__name__}, not a tensor; add "
@@ -95,7 +95,7 @@ def _check_first_sample(data: Dataset, name: str) -> None:
         )
 
 
-def _split_batch(batch: Any, name: str, i: int) -> tuple[Any, Any]:
+def split_batch(batch: Any, name: str, i: int) -> tuple[Any, Any]:
     if isinstance(batch, Mapping):
         x = next((batch[k] for k in _IMAGE_KEYS if k in batch), None)
         y = next((batch[k] for k in _LABEL_KEYS if k in batch), None)
@@ -113,7 +113,7 @@ def _split_batch(batch: Any, name: str, i: int) -> tuple[Any, Any]:
     )
 
 
-def _check_images(x: Any, name: str, i: int) -> torch.Tensor:
+def check_images(x: Any, name: str, i: int) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise SalunError(
             f"{name}: batch {i} images are a {type(x).__name__}, not a tensor; add "
@@ -141,7 +141,7 @@ def _check_images(x: Any, name: str, i: int) -> torch.Tensor:
     return x
 
 
-def _check_labels(y: Any, n: int, name: str, i: int) -> torch.Tensor:
+def check_labels(y: Any, n: int, name: str, i: int) -> torch.Tensor:
     y = torch.as_tensor(y).detach().cpu()
     if y.is_floating_point() or y.dtype == torch.bool or y.dim() != 1 or len(y) != n:
         raise SalunError(

@@ -130,7 +130,8 @@ def epoch_batches(
 ):
     """One shuffled pass over ``data`` with the method's augmentation setting."""
     aug = train_augment(cfg.augment, ctx)
-    data = on_device(data, ctx.device)  # one bulk copy per pass, not one per batch
+    if isinstance(data, ImageDataset):  # a streamed set (docs/your-model.md) stays where it is
+        data = on_device(data, ctx.device)  # one bulk copy per pass, not one per batch
     return iterate_batches(
         data, cfg.batch_size, shuffle=shuffle, generator=gen, device=ctx.device, augment=aug
     )

@@ -38,13 +38,31 @@ def evaluate_unlearning(
     forget = bundle.train.subset(split.forget)
     retain = bundle.train.subset(split.retain)
     test = bundle.test.subset(split.test_indices(bundle))
+    return evaluate_sets(
+        model, forget, retain, test, split.seed, device=device, mia_features=mia_features
+    )
+
+
+def evaluate_sets(
+    model: nn.Module,
+    forget,
+    retain,
+    test,
+    seed: int,
+    *,
+    device: torch.device | str = "cpu",
+    mia_features: tuple[str, ...] = FEATURES,
+) -> dict[str, Any]:
+    """:func:`evaluate_unlearning` on three given sets (anything ``iterate_batches`` reads,
+    with ``.labels``); ``seed`` draws the MIA's balanced shadow subsample; ``test`` is used
+    as it is (no classes removed)."""
     lf, lr_, lt = (predict_logits(model, d, device) for d in (forget, retain, test))
     out: dict[str, Any] = {
         "UA": 100.0 - accuracy(lf, forget.labels),
         "RA": accuracy(lr_, retain.labels),
         "TA": accuracy(lt, test.labels),
     }
-    shadow = balanced_shadow_sets(len(retain), len(test), split.seed)
+    shadow = balanced_shadow_sets(len(retain), len(test), seed)
     m = torch.as_tensor(shadow.members)
     nm = torch.as_tensor(shadow.nonmembers)
     blind: list[str] = []
