@@ -457,6 +457,7 @@ def test_streamed_datasets_give_the_in_memory_result_bit_exactly(sets, method):
     fd, rd = Counting(f.images, f.labels), Counting(r.images, r.labels)
     streamed = salun.unlearn(model, fd, DataLoader(rd, batch_size=64), method, stream=True, **kw)
     assert same_state(snapshot(in_memory.model), snapshot(streamed.model))
+    assert same_state(snapshot(model), snapshot(user_model()))  # the input is untouched
     assert Counting.reads > len(f) + len(r)  # read again on every pass, not held
 
 

@@ -10,7 +10,8 @@ on the 8-bit grid (x·255 an integer, which ``ToTensor`` of an 8-bit image alway
 are stored exactly as uint8, anything else as float32. Every method then batches from
 memory with its own ``batch_size`` and seeds, so the same samples give the same result
 however they were fed. Random transforms of the user's dataset are drawn once here; use
-the methods' ``augment`` setting for per-epoch augmentation.
+the methods' ``augment`` setting for per-epoch augmentation. (To read a dataset batch
+by batch instead, see :mod:`salun.data.streaming`.)
 """
 
 from __future__ import annotations
