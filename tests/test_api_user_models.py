@@ -362,6 +362,7 @@ def test_retrain_with_a_recipe_and_a_factory_is_salun_training_on_retain_only(se
         ({"retrain_fn": lambda m, r: m, "epochs": 3}, r"settings \['epochs'\]"),
         ({"retrain_fn": lambda m, r: "nope"}, "must return an nn.Module"),
         ({"model_factory": lambda: MODEL, "recipe": {"epochs": 1}}, "input model itself"),
+        ({"model_factory": UserNet, "recipe": {"epochs": 1}, "stream": True}, "cannot stream"),
     ],
 )
 def test_retrain_says_what_is_missing(sets, kwargs, message):

@@ -120,6 +120,7 @@ def unlearn(
             retrain_fn=retrain_fn,
             model_factory=model_factory,
             recipe=recipe,
+            stream=stream,
         )
     if retrain_fn is not None or model_factory is not None or recipe is not None:
         raise SalunError(
@@ -286,7 +287,19 @@ def _evaluate_sets(model, sets, seed, normalize, dev, features) -> dict[str, Any
 
 
 def _retrain(
-    model, retain, cfg, *, mask, normalize, device, flip, quiet, retrain_fn, model_factory, recipe
+    model,
+    retain,
+    cfg,
+    *,
+    mask,
+    normalize,
+    device,
+    flip,
+    quiet,
+    retrain_fn,
+    model_factory,
+    recipe,
+    stream=False,
 ) -> UnlearnResult:
     """Retrain for a user model: the user's training function, or salun's trainer with a
     recipe on a model from the user's factory (docs/your-model.md, "Retrain")."""
@@ -323,6 +336,11 @@ def _retrain(
     if not isinstance(recipe, Mapping):
         raise SalunError(f"recipe must be a dict of TrainConfig fields, got {type(recipe)}")
     train_cfg = retrain_recipe(dict(recipe), cfg)
+    if stream:
+        raise SalunError(
+            "retrain with a recipe trains from memory, so it cannot stream; pass retrain_fn= "
+            "to train on your data as it is, or call without stream=True"
+        )
     (r,) = _materialise({"retain": retain})
     seed_everything(train_cfg.seed)  # the fresh init is part of the recipe
     fresh = model_factory()
