@@ -101,6 +101,7 @@ def test_cli_mask_and_unlearn_on_an_hf_folder_write_it_back_as_the_api_would(hf_
     root, spec, split_file, folder, model = hf_setup
     mask = root / "mask.safetensors"
     out = root / "unlearned"
+    source_files = {q.name: q.read_bytes() for q in folder.iterdir()}
     assert main(["mask", "--model", str(folder), "--forget", str(split_file), "--data", spec,
                  "--out", str(mask), "--device", "cpu"]) == 0  # fmt: skip
     args = ["unlearn", "--model", str(folder), "--forget", str(split_file), "--data", spec,
@@ -132,6 +133,7 @@ def test_cli_mask_and_unlearn_on_an_hf_folder_write_it_back_as_the_api_would(hf_
     assert main(["evaluate", "--model", str(out), "--forget", str(split_file), "--data", spec,
                  "--device", "cpu"]) == 0  # fmt: skip
     assert main([*args, "--overwrite"]) == 0
+    assert {q.name: q.read_bytes() for q in folder.iterdir()} == source_files  # input intact
 
 
 def test_hf_folder_errors_are_one_line(hf_setup, capsys, tmp_path):
