@@ -186,6 +186,26 @@ def test_off_grid_float_images_stay_float_and_match_a_float_image_dataset(sets):
     assert same_state(snapshot(a.model), snapshot(b.model))
 
 
+class DictSamples(UserData):
+    key = "pixel_values"
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return {self.key: x, "label": y}
+
+
+class BadKeys(DictSamples):
+    key = "img"
+
+
+def test_dict_samples_read_like_tuples(sets):
+    f, _, _ = sets
+    got = as_image_dataset(DictSamples(f.images, f.labels), "forget")
+    assert torch.equal(got.images, f.images) and torch.equal(got.labels, f.labels)
+    with pytest.raises(SalunError, match="needs an image"):
+        as_image_dataset(BadKeys(f.images, f.labels), "forget")
+
+
 def test_uint8_forget_with_float_retain_share_one_storage(sets):
     f, r, _ = sets
     rd = UserData(r.images, r.labels, True)  # float retain, uint8 forget: RL's joint cat
