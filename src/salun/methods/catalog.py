@@ -7,7 +7,10 @@ from salun.methods import (  # noqa: F401
     ga,
     iu,
     l1_sparse,
+    neggrad_plus,
     retrain,
     rl,
     salun_soft,
+    scrub,
+    ssd,
 )
