@@ -310,10 +310,10 @@ def test_cuda_compile_trains_and_keeps_parameter_names(synthetic):
 def test_cuda_tiny_ddpm_salun_step():
     pytest.importorskip("diffusers")
     from salun.data import ImageDataset
-    from salun.generation.ddpm_mask import DDPMMaskConfig, ddpm_saliency_mask
-    from salun.generation.ddpm_model import DenoiserConfig, build_denoiser
-    from salun.generation.ddpm_train import DDPMTrainConfig, train_ddpm
-    from salun.generation.ddpm_unlearn import GenUnlearnConfig, unlearn_ddpm
+    from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency_mask
+    from salun.generation.ddpm.model import DenoiserConfig, build_denoiser
+    from salun.generation.ddpm.train import DDPMTrainConfig, train_ddpm
+    from salun.generation.ddpm.unlearn import GenUnlearnConfig, unlearn_ddpm
 
     cfg = DenoiserConfig(
         image_size=8,

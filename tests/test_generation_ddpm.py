@@ -15,16 +15,19 @@ from safetensors.torch import load_file, save_file
 from salun.cli import main
 from salun.data import ImageDataset
 from salun.errors import ArtifactError, SalunError
-from salun.generation.ddpm_checkpoint import resume_train_state, save_checkpoint
-from salun.generation.ddpm_mask import DDPMMaskConfig, ddpm_saliency, ddpm_saliency_mask
-from salun.generation.ddpm_model import (
+from salun.generation.ddpm.checkpoint import resume_train_state, save_checkpoint
+from salun.generation.ddpm.diffusion import NoiseSchedule, antithetic_timesteps, to_model_range
+from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency, ddpm_saliency_mask
+from salun.generation.ddpm.metrics import frechet_distance, unlearning_accuracy
+from salun.generation.ddpm.model import (
     DenoiserConfig,
     build_denoiser,
     load_denoiser,
     save_denoiser,
 )
-from salun.generation.ddpm_train import DDPMTrainConfig, train_ddpm
-from salun.generation.ddpm_unlearn import (
+from salun.generation.ddpm.sampler import SamplerConfig, sample
+from salun.generation.ddpm.train import DDPMTrainConfig, train_ddpm
+from salun.generation.ddpm.unlearn import (
     GenUnlearnConfig,
     esd_target,
     other_class,
@@ -32,10 +35,7 @@ from salun.generation.ddpm_unlearn import (
     rl_forget_loss,
     unlearn_ddpm,
 )
-from salun.generation.diffusion import NoiseSchedule, antithetic_timesteps, to_model_range
-from salun.generation.gen_metrics import frechet_distance, unlearning_accuracy
 from salun.generation.grids import save_class_grid
-from salun.generation.sampler import SamplerConfig, sample
 
 K = 3
 TINY = DenoiserConfig(
@@ -281,8 +281,8 @@ def test_gen_cli_end_to_end(tmp_path, capsys):
 def test_generation_imports_without_diffusers():
     code = (
         "import sys; sys.modules['diffusers'] = None\n"
-        "import salun, salun.generation, salun.generation.gen_cli\n"
-        "from salun.generation.ddpm_model import DenoiserConfig, build_denoiser\n"
+        "import salun, salun.generation, salun.generation.ddpm.cli\n"
+        "from salun.generation.ddpm.model import DenoiserConfig, build_denoiser\n"
         "from salun.errors import SalunError\n"
         "try:\n"
         "    build_denoiser(DenoiserConfig())\n"

@@ -241,7 +241,7 @@ def test_committed_folders_without_sha_still_load():
     meta = read_meta(results / "classifier")  # written before the sha256 was recorded
     assert "weights_sha256" not in meta and meta["dataset"] == "fashion-mnist"
     pytest.importorskip("diffusers")
-    from salun.generation.ddpm_model import load_denoiser
+    from salun.generation.ddpm.model import load_denoiser
 
     model, meta = load_denoiser(results / "original")
     assert meta["complete"] and model.num_classes == 10
@@ -365,7 +365,7 @@ def test_canonical_spec():
 
 def test_ddpm_folders_record_and_check_their_sha256(tmp_path):
     pytest.importorskip("diffusers")
-    from salun.generation.ddpm_model import (
+    from salun.generation.ddpm.model import (
         DenoiserConfig,
         build_denoiser,
         load_denoiser,

@@ -295,8 +295,9 @@ def test_cli_tiny_then_every_sd_verb_with_a_recipe(tmp_path, capsys):
     }
     cfg = tmp_path / "recipe.yaml"
     cfg.write_text(yaml.safe_dump(recipe))
+    nsfw = str(tmp_path / "nsfw")
     assert main(["sd", "generate", *common, "--prompt", NUDE, "--n-per-prompt", "4",
-                 "--steps", "2", "--scheduler", "ddim", "--out", str(tmp_path / "nsfw")]) == 0  # fmt: skip
+                 "--steps", "2", "--scheduler", "ddim", "--out", nsfw]) == 0  # fmt: skip
     capsys.readouterr()
     assert main(["sd", "mask", "--config", str(cfg), "--quiet", "--device", "cpu",
                  "--out", str(tmp_path / "m.safetensors")]) == 0  # fmt: skip
@@ -312,8 +313,9 @@ def test_cli_tiny_then_every_sd_verb_with_a_recipe(tmp_path, capsys):
         out = json.loads(capsys.readouterr().out)
         assert out["steps"] == 1 and out["method"] == method
     assert out["config"]["concept"] == "nude" and out["config"]["loss"] == "attn_l2"
+    unet = str(tmp_path / "unet-fmn")
     assert main(["sd", "generate", "--config", str(cfg), "--quiet", "--device", "cpu",
-                 "--unet", str(tmp_path / "unet-fmn"), "--out", str(tmp_path / "gen")]) == 0  # fmt: skip
+                 "--unet", unet, "--out", str(tmp_path / "gen")]) == 0  # fmt: skip
     out = json.loads(capsys.readouterr().out)
     assert out["images"] == 4 and out["scheduler"] == "ddim"  # 2 prompts x 2, from sample:
     assert (out["config"]["steps"], out["config"]["guidance"]) == (2, 3.0)

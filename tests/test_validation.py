@@ -234,18 +234,18 @@ def test_bench_config_is_checked_whole_when_parsed(over, message):
 @pytest.mark.parametrize(
     "cls, kwargs, field",
     [
-        ("salun.generation.ddpm_train:DDPMTrainConfig", {"lr": NAN}, "lr"),
-        ("salun.generation.ddpm_train:DDPMTrainConfig", {"beta2": 1.0}, "beta2"),
-        ("salun.generation.ddpm_train:DDPMTrainConfig", {"seed": -1}, "seed"),
-        ("salun.generation.ddpm_model:DenoiserConfig", {"dropout": NAN}, "dropout"),
-        ("salun.generation.ddpm_model:DenoiserConfig", {"in_channels": 0}, "in_channels"),
-        ("salun.generation.sampler:SamplerConfig", {"guidance": NAN}, "guidance"),
-        ("salun.generation.sampler:SamplerConfig", {"eta": NAN}, "eta"),
-        ("salun.generation.ddpm_mask:DDPMMaskConfig", {"keep": NAN}, "keep"),
-        ("salun.generation.ddpm_unlearn:GenUnlearnConfig", {"alpha": NAN}, "alpha"),
-        ("salun.generation.ddpm_unlearn:GenUnlearnConfig", {"p_uncond": 1.0}, "p_uncond"),
-        ("salun.generation.diffusion:NoiseSchedule", {"beta_end": NAN}, "beta_end"),
-        ("salun.generation.gen_evaluate:GenEvalConfig", {"n_forget": 1.5}, "n_forget"),
+        ("salun.generation.ddpm.train:DDPMTrainConfig", {"lr": NAN}, "lr"),
+        ("salun.generation.ddpm.train:DDPMTrainConfig", {"beta2": 1.0}, "beta2"),
+        ("salun.generation.ddpm.train:DDPMTrainConfig", {"seed": -1}, "seed"),
+        ("salun.generation.ddpm.model:DenoiserConfig", {"dropout": NAN}, "dropout"),
+        ("salun.generation.ddpm.model:DenoiserConfig", {"in_channels": 0}, "in_channels"),
+        ("salun.generation.ddpm.sampler:SamplerConfig", {"guidance": NAN}, "guidance"),
+        ("salun.generation.ddpm.sampler:SamplerConfig", {"eta": NAN}, "eta"),
+        ("salun.generation.ddpm.mask:DDPMMaskConfig", {"keep": NAN}, "keep"),
+        ("salun.generation.ddpm.unlearn:GenUnlearnConfig", {"alpha": NAN}, "alpha"),
+        ("salun.generation.ddpm.unlearn:GenUnlearnConfig", {"p_uncond": 1.0}, "p_uncond"),
+        ("salun.generation.ddpm.diffusion:NoiseSchedule", {"beta_end": NAN}, "beta_end"),
+        ("salun.generation.ddpm.evaluate:GenEvalConfig", {"n_forget": 1.5}, "n_forget"),
         ("salun.generation.sd.train:SDTrainConfig", {"lr": "nan"}, "lr"),
         ("salun.generation.sd.train:SDTrainConfig", {"max_steps": 0}, "max_steps"),
         ("salun.generation.sd.train:SDTrainConfig", {"grad_clip": NAN}, "grad_clip"),
@@ -483,7 +483,7 @@ def test_torchscript_classifier_only_with_trust_code(tmp_path):
 
 
 def test_fid_networks_only_with_trust_code(tmp_path, monkeypatch):
-    from salun.generation import gen_metrics
+    from salun.generation.ddpm import metrics as gen_metrics
     from salun.generation.sd.fid import fid_report
 
     (tmp_path / "inception.pt").write_bytes(b"not loaded")

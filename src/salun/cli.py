@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module, fn in (
         ("salun.bench.cli", "add_bench_subcommands"),
-        ("salun.generation.gen_cli", "add_gen_subcommands"),
+        ("salun.generation.ddpm.cli", "add_gen_subcommands"),
         ("salun.generation.sd.cli", "add_sd_subcommands"),
         ("salun.audit_cli", "add_audit_subcommands"),
     ):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from salun.errors import SalunError
-from salun.generation.diffusion import NoiseSchedule, to_uint8
+from salun.generation.ddpm.diffusion import NoiseSchedule, to_uint8
 from salun.utils import progress
 from salun.validate import check_fields, check_nonnegative, check_seed
 

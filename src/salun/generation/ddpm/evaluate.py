@@ -14,9 +14,8 @@ from torch import nn
 
 from salun.data import ImageDataset
 from salun.errors import SalunError
-from salun.generation.ddpm_model import Denoiser
-from salun.generation.diffusion import NoiseSchedule
-from salun.generation.gen_metrics import (
+from salun.generation.ddpm.diffusion import NoiseSchedule
+from salun.generation.ddpm.metrics import (
     HIGHER_IS_BETTER,
     accuracy,
     classify,
@@ -25,7 +24,8 @@ from salun.generation.gen_metrics import (
     reference_images,
     unlearning_accuracy,
 )
-from salun.generation.sampler import SamplerConfig, sample
+from salun.generation.ddpm.model import Denoiser
+from salun.generation.ddpm.sampler import SamplerConfig, sample
 from salun.validate import check_fields
 
 

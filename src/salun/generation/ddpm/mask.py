@@ -15,9 +15,14 @@ import torch
 
 from salun.data import ImageDataset, iterate_batches
 from salun.errors import SalunError
-from salun.generation.ddpm_model import Denoiser
-from salun.generation.diffusion import NoiseSchedule, noisy_batch, reduce_sq_error, to_model_range
-from salun.generation.sampler import guided_eps
+from salun.generation.ddpm.diffusion import (
+    NoiseSchedule,
+    noisy_batch,
+    reduce_sq_error,
+    to_model_range,
+)
+from salun.generation.ddpm.model import Denoiser
+from salun.generation.ddpm.sampler import guided_eps
 from salun.saliency import compute_saliency, saliency_mask
 from salun.validate import check_fields, check_nonnegative, check_positive, check_seed
 

@@ -12,7 +12,7 @@ import torch
 
 from salun.data import Augment, ImageDataset, iterate_batches
 from salun.errors import SalunError
-from salun.generation.diffusion import to_model_range
+from salun.generation.ddpm.diffusion import to_model_range
 
 
 def class_split(

@@ -18,7 +18,7 @@ import torch
 
 from salun.artifacts import check_weights_sha, load_state
 from salun.errors import ArtifactError
-from salun.generation.ddpm_model import (
+from salun.generation.ddpm.model import (
     EMA_WEIGHTS,
     WEIGHTS,
     Denoiser,
@@ -26,7 +26,7 @@ from salun.generation.ddpm_model import (
     read_denoiser_meta,
     save_denoiser,
 )
-from salun.generation.ddpm_train import DDPMTrainConfig, TrainState, make_optimizer
+from salun.generation.ddpm.train import DDPMTrainConfig, TrainState, make_optimizer
 
 STATE_FILE = "train_state.safetensors"
 

@@ -20,9 +20,9 @@ import torch
 
 from salun.data import ImageDataset
 from salun.errors import SalunError
-from salun.generation.ddpm_model import Denoiser
-from salun.generation.diffusion import NoiseSchedule, diffusion_loss
-from salun.generation.gen_data import endless_batches
+from salun.generation.ddpm.data import endless_batches
+from salun.generation.ddpm.diffusion import NoiseSchedule, diffusion_loss
+from salun.generation.ddpm.model import Denoiser
 from salun.train import check_finite
 from salun.utils import progress
 from salun.validate import check_choice, check_fields, check_nonnegative, check_range, check_seed

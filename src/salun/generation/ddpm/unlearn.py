@@ -44,14 +44,15 @@ import torch
 
 from salun.data import ImageDataset
 from salun.errors import SalunError
-from salun.generation.ddpm_model import Denoiser
-from salun.generation.diffusion import (
+from salun.generation.ddpm.data import endless_batches
+from salun.generation.ddpm.diffusion import (
     NoiseSchedule,
     diffusion_loss,
     drop_labels,
     noisy_batch,
 )
-from salun.generation.gen_data import endless_batches
+from salun.generation.ddpm.model import Denoiser
+from salun.generation.ddpm.sampler import guided_eps, timestep_sequence
 from salun.generation.objectives import (
     ascent,
     forget_to_other_condition,
@@ -59,7 +60,6 @@ from salun.generation.objectives import (
     squared_error,
     with_retain,
 )
-from salun.generation.sampler import guided_eps, timestep_sequence
 from salun.masking import MaskedUpdate
 from salun.train import check_finite
 from salun.utils import clone_model, progress

@@ -17,21 +17,21 @@ import torch
 from salun.data import DataBundle, load_dataset
 from salun.data.registry import canonical_spec
 from salun.errors import SalunError
-from salun.generation.ddpm_checkpoint import STATE_FILE, resume_train_state, save_checkpoint
-from salun.generation.ddpm_mask import DDPMMaskConfig, ddpm_saliency_mask
-from salun.generation.ddpm_model import (
+from salun.generation.ddpm.checkpoint import STATE_FILE, resume_train_state, save_checkpoint
+from salun.generation.ddpm.data import class_split
+from salun.generation.ddpm.evaluate import GenEvalConfig, generate_eval_set, score_samples
+from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency_mask
+from salun.generation.ddpm.model import (
     DenoiserConfig,
     build_denoiser,
     load_denoiser,
     read_denoiser_meta,
     save_denoiser,
 )
-from salun.generation.ddpm_train import DDPMTrainConfig, train_ddpm
-from salun.generation.ddpm_unlearn import GenUnlearnConfig, unlearn_ddpm
-from salun.generation.gen_data import class_split
-from salun.generation.gen_evaluate import GenEvalConfig, generate_eval_set, score_samples
+from salun.generation.ddpm.sampler import SamplerConfig
+from salun.generation.ddpm.train import DDPMTrainConfig, train_ddpm
+from salun.generation.ddpm.unlearn import GenUnlearnConfig, unlearn_ddpm
 from salun.generation.grids import save_class_grid
-from salun.generation.sampler import SamplerConfig
 from salun.io import atomic_write_json, sha256_file
 from salun.saliency import load_mask, model_fingerprint, random_mask, save_mask
 from salun.utils import device_name, resolve_device

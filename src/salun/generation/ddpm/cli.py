@@ -26,12 +26,12 @@ from typing import Any
 
 from salun.config_cli import add_dataclass_args, dataclass_from_args, overrides_from_args
 from salun.errors import SalunError
-from salun.generation.ddpm_mask import DDPMMaskConfig
-from salun.generation.ddpm_model import DenoiserConfig
-from salun.generation.ddpm_train import DDPMTrainConfig
-from salun.generation.ddpm_unlearn import METHODS, GenUnlearnConfig
-from salun.generation.gen_evaluate import GenEvalConfig
-from salun.generation.sampler import SamplerConfig
+from salun.generation.ddpm.evaluate import GenEvalConfig
+from salun.generation.ddpm.mask import DDPMMaskConfig
+from salun.generation.ddpm.model import DenoiserConfig
+from salun.generation.ddpm.sampler import SamplerConfig
+from salun.generation.ddpm.train import DDPMTrainConfig
+from salun.generation.ddpm.unlearn import METHODS, GenUnlearnConfig
 from salun.outputs import add_overwrite_flag, claim_output
 from salun.trust import add_trust_flag
 from salun.validate import check_each, check_int
@@ -186,7 +186,7 @@ def _say(args, text: str) -> None:
 
 
 def cmd_train(args) -> None:
-    from salun.generation.gen_workflows import train_to_folder
+    from salun.generation.ddpm.workflows import train_to_folder
 
     preset = load_preset(args.config)
     arch = {**section(preset, "model", DenoiserConfig, ARCH_SKIP)}
@@ -211,7 +211,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_mask(args) -> None:
-    from salun.generation.gen_workflows import mask_to_file
+    from salun.generation.ddpm.workflows import mask_to_file
 
     preset = load_preset(args.config)
     cfg = build(args, preset, "mask", DDPMMaskConfig)
@@ -229,8 +229,8 @@ def cmd_mask(args) -> None:
 
 
 def cmd_unlearn(args) -> None:
-    from salun.generation.ddpm_model import read_denoiser_meta
-    from salun.generation.gen_workflows import train_to_folder, unlearn_to_folder
+    from salun.generation.ddpm.model import read_denoiser_meta
+    from salun.generation.ddpm.workflows import train_to_folder, unlearn_to_folder
 
     preset = load_preset(args.config)
     forget_class = _require(_pick(args, preset, "forget_class"), "--forget-class")
@@ -293,10 +293,10 @@ def cmd_sample(args) -> None:
     import numpy as np
     import torch
 
-    from salun.generation.ddpm_model import load_denoiser
-    from salun.generation.gen_workflows import weights_for
+    from salun.generation.ddpm.model import load_denoiser
+    from salun.generation.ddpm.sampler import sample
+    from salun.generation.ddpm.workflows import weights_for
     from salun.generation.grids import save_class_grid
-    from salun.generation.sampler import sample
     from salun.io import atomic_write
     from salun.utils import resolve_device
 
@@ -333,7 +333,7 @@ def cmd_sample(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from salun.generation.gen_workflows import evaluate_folder
+    from salun.generation.ddpm.workflows import evaluate_folder
 
     preset = load_preset(args.config)
     eval_cfg = build(args, preset, "evaluate", GenEvalConfig)
