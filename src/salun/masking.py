@@ -1,4 +1,4 @@
-"""Strict masked updates: weights outside the mask never move (SALUN_SPEC §2.2, pitfall 5).
+"""Strict masked updates: weights outside the mask never move (docs/method.md).
 
 Masking the gradient alone is not enough: SGD adds ``weight_decay·θ`` *after* the mask
 and momentum carries old updates, so "frozen" weights drift (reference issue #32). In

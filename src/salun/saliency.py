@@ -1,4 +1,4 @@
-"""Weight saliency (SALUN_SPEC §1): gradient magnitudes of a forgetting loss, and masks.
+"""Weight saliency (docs/method.md): gradient magnitudes of a forgetting loss, and masks.
 
 ``compute_saliency`` returns |Σ_batches ∇ℓ_f| for every entry of ``model.named_parameters()``
 (signed gradients summed over batches, absolute value taken once; eval mode; no optimizer
@@ -49,7 +49,7 @@ def compute_saliency(
         batches: any iterable of batches, e.g. ``(x, y)`` tensors of the forget set.
         loss_fn: ``loss_fn(model, batch) -> scalar``; default: :func:`cross_entropy_loss`.
         clip_grad_norm: clip each batch's gradient to this global norm before summing
-            (the DDPM reference does this, SALUN_SPEC §5.1.3); None for classification.
+            (the DDPM reference does this, docs/generation.md); None for classification.
 
     Returns:
         A dict keyed like ``model.named_parameters()`` with float32 scores shaped like the

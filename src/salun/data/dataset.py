@@ -70,7 +70,7 @@ class DataBundle:
         test: the test set (TA and the MIA non-member set).
         classes: class names; ``len(classes)`` is the number of classes.
         mean, std: per-channel statistics of the training images in [0, 1]; models
-            normalise inside themselves with these (SALUN_SPEC §2.4).
+            normalise inside themselves with these (docs/method.md).
         flip: whether horizontal flips are a valid augmentation (off for digits).
     """
 

@@ -79,7 +79,7 @@ class Split:
 
     def test_indices(self, bundle: DataBundle) -> np.ndarray:
         """Test indices for TA and the MIA non-member set: forgotten classes removed
-        (SALUN_SPEC §2.5, pitfall 9)."""
+        (docs/evaluation.md)."""
         labels = bundle.test.labels.numpy()
         keep = ~np.isin(labels, np.asarray(self.classes, dtype=np.int64))
         return np.flatnonzero(keep).astype(np.int64)

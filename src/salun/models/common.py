@@ -10,7 +10,7 @@ class Normalize(nn.Module):
     """Subtract the per-channel mean and divide by the std (buffers, not parameters).
 
     Normalising inside the model keeps inputs in [0, 1] everywhere, which FGSM in Boundary
-    Shrink needs (SALUN_SPEC §2.4, pitfall 15), and keeps the statistics in the checkpoint.
+    Shrink needs (docs/method.md), and keeps the statistics in the checkpoint.
     """
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
