@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import pytest
 import torch
@@ -16,7 +16,7 @@ from salun.api import STREAMING_METHODS
 from salun.data import ImageDataset
 from salun.data.sources_torch import as_image_dataset
 from salun.errors import ArtifactError, SalunError
-from salun.methods import list_methods
+from salun.methods import get_method, list_methods
 from salun.metrics.accuracy import accuracy
 from salun.saliency import compute_saliency, model_fingerprint, saliency_mask, save_mask
 from salun.train import TrainConfig, train_supervised
@@ -85,11 +85,13 @@ def same_state(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-SETTINGS = {"iu": {"batch_size": 8}}  # IU has no epochs
-
-
 def settings_for(method: str) -> dict:
-    return SETTINGS.get(method, {"epochs": 1, "batch_size": 8})
+    """One short epoch of small batches, for the settings the method has (IU, SSD: none)."""
+    have = {f.name for f in fields(get_method(method).config)}
+    out = {k: v for k, v in {"epochs": 1, "batch_size": 8}.items() if k in have}
+    if method == "ssd":  # it dampens only where I_f > α·I_r: a low α, so random data moves
+        out["alpha"] = 1.0
+    return out
 
 
 def retrain_fn_seen():

@@ -196,7 +196,7 @@ def _check_model(model: Any) -> None:
 
 # the methods that only ever batch D_f and D_r (never concatenate or copy the images), so
 # they can read them batch by batch; RL and SalUn in their sequential regime only
-STREAMING_METHODS = ("be", "bs", "ft", "ga", "l1_sparse", "rl", "salun")
+STREAMING_METHODS = ("be", "bs", "ft", "ga", "l1_sparse", "neggrad_plus", "rl", "salun", "scrub")
 
 
 def _check_streamable(method: str, cfg) -> None:
