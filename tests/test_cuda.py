@@ -372,3 +372,21 @@ def test_cuda_tiny_sd_salun_step():
     for n, p in unet.named_parameters():
         m = mask[n].to(p.device)
         assert torch.equal(p.detach()[~m], before[n][~m]), n
+
+
+def test_the_cuda_only_tests_import_what_they_use():
+    # they are skipped without a GPU, so a renamed module would only surface on one:
+    # import everything they use here, on every machine
+    pytest.importorskip("diffusers")
+    from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency_mask  # noqa: F401
+    from salun.generation.ddpm.model import DenoiserConfig, build_denoiser  # noqa: F401
+    from salun.generation.ddpm.train import DDPMTrainConfig, train_ddpm  # noqa: F401
+    from salun.generation.ddpm.unlearn import GenUnlearnConfig, unlearn_ddpm  # noqa: F401
+
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from salun.generation.sd.data import from_tensors  # noqa: F401
+    from salun.generation.sd.mask import sd_mask, sd_saliency  # noqa: F401
+    from salun.generation.sd.methods import SalUnSDConfig  # noqa: F401
+    from salun.generation.sd.tiny import tiny_pipeline  # noqa: F401
+    from salun.generation.sd.unlearn import run_unlearning  # noqa: F401
