@@ -181,3 +181,42 @@ def test_missing_dataset_message_says_where_and_how(tmp_path, monkeypatch, capsy
     )
     err = capsys.readouterr().err
     assert str(tmp_path / "data") in err and "train-images-idx3-ubyte" in err
+
+
+def test_precision_flag_is_applied_and_recorded(tmp_path):
+    import json
+
+    from salun.cli import main
+    from salun.precision import current_policy, set_policy
+
+    before = current_policy()
+    try:
+        out = tmp_path / "m"
+        argv = ["train", "--data", "synthetic", "--arch", "mlp", "--epochs", "1", "--quiet",
+                "--precision", "bf16", "--out", str(out)]  # fmt: skip
+        assert main(argv) == 0
+        meta = json.loads((out / "model.json").read_text())
+        assert meta["device_policy"]["precision"] == "bf16"
+    finally:
+        set_policy(before)
+
+
+def test_mask_augment_flag_is_recorded_and_keep_zero_refused(tmp_path, capsys):
+    from salun.cli import main
+    from salun.saliency import load_mask
+
+    model, split = tmp_path / "m", tmp_path / "s.json"
+    assert main(["split", "--data", "synthetic", "--scenario", "random", "--fraction", "0.1",
+                 "--out", str(split)]) == 0  # fmt: skip
+    assert main(["train", "--data", "synthetic", "--arch", "mlp", "--epochs", "1", "--quiet",
+                 "--split", str(split), "--out", str(model)]) == 0  # fmt: skip
+    for flag, want in (([], False), (["--augment"], True)):
+        out = tmp_path / f"mask{want}.safetensors"
+        assert main(["mask", "--model", str(model), "--forget", str(split), "--quiet", *flag,
+                     "--out", str(out)]) == 0  # fmt: skip
+        _, meta = load_mask(out)
+        assert bool(meta["augment"]) is want
+    capsys.readouterr()
+    assert main(["mask", "--model", str(model), "--forget", str(split), "--keep", "0",
+                 "--out", str(tmp_path / "k0.safetensors")]) == 2  # fmt: skip
+    assert "--keep" in capsys.readouterr().err

@@ -24,9 +24,12 @@ from salun.validate import check_each, check_int, check_range, check_seed
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from salun.precision import add_policy_arguments
+
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_flag(p)
+    add_policy_arguments(p)  # --precision, --channels-last, --deterministic, --compile
 
 
 def add_threads_flag(p: argparse.ArgumentParser) -> None:
@@ -131,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=256, help="saliency batch size")
     p.add_argument("--seed", type=int, default=0, help="seed for the batch order")
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="random crop (the original recipe's padding) + flip of the D_f batches, as the "
+        "reference's mask pass (docs/method.md); off by default",
+    )
     p.add_argument(
         "--out",
         required=True,
@@ -256,7 +265,7 @@ def cmd_mask(args) -> None:
     from salun.workflows import mask_paths, write_masks
 
     keeps = args.keep or [0.5]
-    check_each("--keep", keeps, check_range, 0, 1, high_open=False)
+    check_each("--keep", keeps, check_range, 0, 1, low_open=True, high_open=False)
     check_int("--batch-size", args.batch_size, 1)
     check_seed("--seed", args.seed)
     paths = mask_paths(args.out, keeps)
@@ -273,6 +282,7 @@ def cmd_mask(args) -> None:
         device=args.device,
         quiet=args.quiet,
         data=args.data,
+        augment=args.augment,
     )
     for p in paths:
         print(f"wrote {p}", file=sys.stderr)
@@ -360,6 +370,10 @@ def _run(argv: list[str]) -> int:
     else:
         args = parser.parse_args(argv)
     handler = getattr(args, "handler", None) or args.func
+    if hasattr(args, "precision"):  # the verbs of _common: the device policy (docs/gpu.md)
+        from salun.precision import apply_policy_arguments
+
+        apply_policy_arguments(args)
     with torch_threads(getattr(args, "threads", None)):
         code = handler(args)
     return code if isinstance(code, int) else 0

@@ -21,6 +21,7 @@ from salun.errors import SalunError
 from salun.io import sha256_file
 from salun.metrics import evaluate_unlearning
 from salun.models import build_model, model_kwargs_for
+from salun.precision import current_policy
 from salun.train import TrainConfig, quick_accuracy, train_supervised
 from salun.utils import device_name, resolve_device
 
@@ -79,6 +80,7 @@ def train_original(
         "seed": cfg.seed,
         "metrics": metrics,
         "history": result.history,
+        "device_policy": result.device_policy,  # precision etc. (docs/gpu.md)
         "best_epoch": result.best_epoch,
         "train_seconds": seconds,
         "images_per_second": cfg.epochs * len(train) / max(seconds, 1e-9),
@@ -270,6 +272,7 @@ def unlearn_model_folder(
         if mask_file
         else None,
         "device": device_name(dev),
+        "device_policy": current_policy().as_record(),
     }
     if evaluate:
         record["metrics"] = evaluate_unlearning(result.model, bundle, split, device=dev)

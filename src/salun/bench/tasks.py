@@ -22,6 +22,7 @@ from salun.data import DataBundle, load_dataset, load_split
 from salun.errors import SalunError
 from salun.metrics import evaluate_unlearning
 from salun.models import build_from_kwargs, model_kwargs_for
+from salun.precision import current_policy
 from salun.train import quick_accuracy, train_supervised
 from salun.utils import device_name, git_commit, resolve_device, seed_everything, versions
 
@@ -49,6 +50,7 @@ def worker_info(device: torch.device) -> dict[str, Any]:
         "device": device_name(device),
         "host": platform.node(),
         "torch_threads": torch.get_num_threads(),
+        "device_policy": current_policy().as_record(),
         "versions": versions(),
         "git_commit": git_commit(),
     }
