@@ -200,3 +200,14 @@ def test_gen_verbs_take_threads():
 
     args = build_parser().parse_args(["gen", "train", "--out", "x", "--threads", "2"])
     assert args.threads == 2
+
+
+def test_sd_verbs_take_threads():
+    pytest.importorskip("diffusers")
+    from salun.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["sd", "tiny", "--out", "x"], ["sd", "mask", "--out", "x.safetensors"],
+                 ["sd", "unlearn", "--out", "x"], ["sd", "generate", "--out", "x"],
+                 ["sd", "evaluate", "nudity", "--images", "x"]):  # fmt: skip
+        assert parser.parse_args([*argv, "--threads", "2"]).threads == 2, argv

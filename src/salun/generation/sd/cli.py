@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from salun.cli import add_threads_flag
 from salun.errors import SalunError
 from salun.io import atomic_write_json
 from salun.outputs import add_overwrite_flag, claim_output, register_kind
@@ -377,6 +378,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--resolution", type=int, default=None, help="image side (SD v1: 512)")
+    add_threads_flag(p)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -401,6 +403,7 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the pipeline (diffusers layout)")
     p.add_argument("--seed", type=int, default=0, help="seeds the random weights")
     p.add_argument("--words", nargs="*", help="words that get one token each (e.g. nude)")
+    add_threads_flag(p)
     add_overwrite_flag(p)
     p.set_defaults(func=cmd_tiny)
 
@@ -479,6 +482,7 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval_fid)
     for p in evs.choices.values():
+        add_threads_flag(p)
         p.add_argument("--json-out", help="also write the result as JSON")
         p.add_argument("--config", help="recipe YAML; its evaluate: section sets defaults")
         add_overwrite_flag(p)
