@@ -43,10 +43,14 @@ def resnet34_features(in_channels: int, width: float = 1.0) -> tuple[nn.Module, 
 
 
 def resnet_features(
-    in_channels: int, width: float, blocks: tuple[int, ...]
+    in_channels: int,
+    width: float,
+    blocks: tuple[int, ...],
+    channels: tuple[int, ...] = (64, 128, 256, 512),
 ) -> tuple[nn.Module, int]:
-    """A CIFAR-stem ResNet body of BasicBlocks, ``blocks[i]`` of them at stage i."""
-    widths = [scaled(c, width) for c in (64, 128, 256, 512)]
+    """A CIFAR-stem ResNet body of BasicBlocks: ``blocks[i]`` of them at stage i, with
+    ``channels[i]`` × ``width`` channels; every stage after the first halves the side."""
+    widths = [scaled(c, width) for c in channels]
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
         nn.BatchNorm2d(widths[0]),
