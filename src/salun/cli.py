@@ -364,7 +364,8 @@ def _replay(caught: list) -> None:
 
 def _run(argv: list[str]) -> int:
     parser = build_parser()
-    if argv and argv[0] == "unlearn":
+    # The unlearn verbs parse their method's generated flags with a second parser.
+    if argv[:1] == ["unlearn"] or argv[:2] == ["sd", "unlearn"]:
         args, rest = parser.parse_known_args(argv)
         args.rest = rest
     else:

@@ -4,6 +4,11 @@ Every verb that a recipe section configures takes ``--config FILE``: ``mask`` re
 ``mask:``, ``unlearn`` reads ``method``/``methods:``, ``generate`` reads ``sample:``, and
 ``evaluate`` reads ``evaluate:``; a flag given on the command line wins over the recipe.
 
+Settings that live in a config dataclass get their flags from :mod:`salun.config_cli`, as
+the classifier verbs do: ``unlearn --method M`` parses one flag per field of M's config
+(``salun sd unlearn --method M --help`` lists them), and ``generate`` takes
+:class:`~salun.generation.sd.generate.SampleConfig`'s fields.
+
 The lead's ``salun.cli`` calls :func:`add_sd_subcommands` with its subparsers; every leaf
 parser sets ``func`` (called as ``args.func(args)``, returning an exit code). User errors
 are :class:`salun.errors.SalunError`. Heavy packages are imported only when a command runs.
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from salun.cli import add_threads_flag
+from salun.config_cli import OneLineParser, add_dataclass_args, overrides_from_args
 from salun.errors import SalunError
 from salun.io import atomic_write_json
 from salun.outputs import add_overwrite_flag, claim_output, register_kind
@@ -33,9 +39,10 @@ register_kind(
     what="salun tiny Stable Diffusion folder",
     recognise=lambda p: (p / TINY_MARKER).is_file() and (p / "model_index.json").is_file(),
 )
-# Built-in defaults of the sampling and evaluation settings a recipe may set.
-SAMPLE_DEFAULTS = {"scheduler": "lms", "steps": 100, "guidance": 7.5, "n_per_prompt": 1,
-                   "batch_size": 10}  # fmt: skip
+DEFAULT_SCHEDULER = "lms"  # the reference's; SampleConfig holds the other sampling defaults
+# Method-config fields the `unlearn` verb's own flags already set (--seed, --quiet, ...);
+# ESD's `resolution` stays a --set / recipe setting, as --resolution sizes the data.
+UNLEARN_OWN_FIELDS = ("seed", "quiet", "mixed_precision", "gradient_checkpointing", "resolution")
 
 
 def _pipe(args: argparse.Namespace, **kw: Any):
@@ -179,21 +186,47 @@ def _auto_concept(method: str, recipe: dict[str, Any]) -> str:
     return train_prompt(c) if method == "esd" else imagenette_classes()[c].name
 
 
+def method_parser(method: str) -> OneLineParser:
+    """The second parser of ``salun sd unlearn --method M``: one flag per field of M's config
+    (help from the class docstring), built only once M is known, like ``salun unlearn``."""
+    from salun.generation.sd.unlearn import CONFIGS, SUMMARIES
+
+    if method not in CONFIGS:
+        raise SalunError(f"unknown SD method {method!r}; choose one of {sorted(CONFIGS)}")
+    mp = OneLineParser(
+        prog=f"salun sd unlearn --method {method}",
+        description=f"{SUMMARIES[method]}. A flag wins over --set KEY=VALUE, which wins over "
+        "the recipe's methods: section; --set also takes `resolution` and null values.",
+    )
+    add_dataclass_args(mp, CONFIGS[method], skip=UNLEARN_OWN_FIELDS)
+    return mp
+
+
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from salun.generation.sd.pipeline import save_unet
     from salun.generation.sd.recipe import task_data
-    from salun.generation.sd.unlearn import make_config, run_unlearning
+    from salun.generation.sd.unlearn import CONFIGS, make_config, run_unlearning
     from salun.saliency import load_mask
 
-    claim_output(args.out, "sd-unet", overwrite=args.overwrite, inputs=[args.model, args.mask])
     recipe = _recipe(args)
     method = args.method or recipe.get("method", "salun")
+    mp = method_parser(method)
+    if args.help:
+        args.parser.print_help()
+        print()
+        mp.print_help()
+        return 0
+    ns = mp.parse_args(getattr(args, "rest", None) or [])  # bad flags fail before any file
+    if args.out is None:
+        raise SalunError("salun sd unlearn needs --out")
+    claim_output(args.out, "sd-unet", overwrite=args.overwrite, inputs=[args.model, args.mask])
     values = dict((recipe.get("methods") or {}).get(method) or {})
     for item in args.set or []:
         key, sep, val = item.partition("=")
         if not sep:
             raise SalunError(f"--set expects key=value, got {item!r}")
         values[key.strip()] = _parse_value(val)
+    values.update(overrides_from_args(ns, CONFIGS[method]))
     if args.mixed_precision:
         values["mixed_precision"] = args.mixed_precision
     if args.gradient_checkpointing:
@@ -254,15 +287,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.prompts is None and not (args.prompt or args.i2p or args.imagenette_prompts):
         args.prompts = sample.get("prompts")
     items = _prompt_items(args)
+    flags = overrides_from_args(args, SampleConfig)  # the generated flags the user gave
+    numbers = {"steps": int, "guidance": float, "n_per_prompt": int, "batch_size": int}
+    base = SampleConfig()  # the built-in defaults (the reference evaluation)
     cfg = SampleConfig(
-        steps=int(_setting(args, sample, "steps", SAMPLE_DEFAULTS["steps"])),
-        guidance=float(_setting(args, sample, "guidance", SAMPLE_DEFAULTS["guidance"])),
+        **{k: conv(flags.get(k, sample.get(k, getattr(base, k)))) for k, conv in numbers.items()},
         resolution=512 if args.resolution is None else args.resolution,  # 0 is an error
-        n_per_prompt=int(_setting(args, sample, "n_per_prompt", SAMPLE_DEFAULTS["n_per_prompt"])),
-        batch_size=int(_setting(args, sample, "batch_size", SAMPLE_DEFAULTS["batch_size"])),
         use_prompt_guidance=args.use_prompt_guidance,
     )
-    scheduler = _setting(args, sample, "scheduler", SAMPLE_DEFAULTS["scheduler"])
+    scheduler = _setting(args, sample, "scheduler", DEFAULT_SCHEDULER)
     pipe = _pipe(args, unet=args.unet, scheduler=scheduler)
     images, meta = generate(pipe, items, cfg, quiet=args.quiet)
     # Built aside and swapped in whole: a rerun never mixes old and new images.
@@ -394,6 +427,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``sd`` with ``mask | unlearn | generate | evaluate`` to ``subparsers``."""
+    from salun.generation.sd.generate import SampleConfig
     from salun.generation.sd.unlearn import CONFIGS
 
     sd = subparsers.add_parser("sd", help="Stable Diffusion unlearning (needs salun[sd])")
@@ -418,17 +452,23 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     add_overwrite_flag(p)
     p.set_defaults(func=cmd_mask)
 
-    p = sub.add_parser("unlearn", help="run salun | rl | ga | esd | fmn and save the UNet")
+    p = sub.add_parser(
+        "unlearn",
+        help="run salun | rl | ga | esd | fmn and save the UNet; "
+        "`salun sd unlearn --method M --help` lists M's settings",
+        add_help=False,  # --help also prints the chosen method's generated flags
+    )
     _model_args(p)
     _data_args(p)
     p.add_argument("--method", choices=sorted(CONFIGS))
     p.add_argument("--mask", help="mask file from `salun sd mask` (SalUn)")
-    p.add_argument("--out", required=True, help="folder for the unlearned UNet")
+    p.add_argument("--out", help="folder for the unlearned UNet (required)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("-h", "--help", action="store_true", help="show help (with the method's flags)")
     add_overwrite_flag(p)
-    p.set_defaults(func=cmd_unlearn)
+    p.set_defaults(func=cmd_unlearn, parser=p)
 
     p = sub.add_parser("generate", help="sample images for prompts into a folder")
     _model_args(p)
@@ -439,12 +479,14 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--i2p", help="path of unsafe-prompts4703.csv, or 'sample'")
     p.add_argument("--imagenette-prompts", action="store_true", help="'Image of {class}'")
     p.add_argument("--classes", nargs="*", help="Imagenette classes for --imagenette-prompts")
-    p.add_argument("--n-per-prompt", type=int, help="images per prompt (default: 1)")
-    p.add_argument("--steps", type=int, help="sampling steps (default: 100, the reference)")
-    p.add_argument("--guidance", type=float, help="CFG scale (default: 7.5)")
-    p.add_argument("--use-prompt-guidance", action="store_true")
+    # --steps, --guidance, --n-per-prompt, --batch-size; --resolution is _model_args's.
+    add_dataclass_args(p, SampleConfig, skip=("resolution", "use_prompt_guidance"))
+    p.add_argument(
+        "--use-prompt-guidance",
+        action="store_true",
+        help="take each prompt list's own guidance value instead of --guidance",
+    )
     p.add_argument("--scheduler", help="lms (default, the reference) | ddim | pndm | ...")
-    p.add_argument("--batch-size", type=int, help="images per forward (default: 10)")
     p.add_argument("--out", required=True)
     p.add_argument("--grid", help="also write an image grid PNG")
     p.add_argument("--grid-max", type=int, default=64)
