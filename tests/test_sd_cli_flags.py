@@ -141,3 +141,11 @@ def test_generate_sample_flags_come_from_sample_config(monkeypatch, tmp_path, ca
     help_text = _flat(capsys.readouterr().out)
     assert "SampleConfig settings" in help_text and "denoising steps (100)" in help_text
     assert "--use-prompt-guidance" in help_text and "--scheduler" in help_text
+
+
+def test_set_reads_exponent_numbers_as_numbers():
+    from salun.generation.sd.cli import _parse_value
+
+    assert _parse_value("2e-5") == 2e-5 and isinstance(_parse_value("2e-5"), float)
+    assert _parse_value("0.5") == 0.5 and _parse_value("3") == 3
+    assert _parse_value("nudity") == "nudity" and _parse_value("nan") == "nan"

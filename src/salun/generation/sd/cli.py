@@ -88,9 +88,17 @@ def _recipe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parse_value(text: str) -> Any:
+    """A ``--set`` value as YAML, except that numbers YAML 1.1 leaves as text (``2e-5``,
+    ``1E3``: no dot) are numbers too."""
     import yaml
 
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf") else value
+        except ValueError:
+            return value
+    return value
 
 
 def _print(obj: Any) -> None:
