@@ -185,17 +185,22 @@ def gap_vs_rte(by_scenario: Mapping[str, Sequence[Row]], path: Path, title: str 
         ax.set_ylabel("Avg. Gap to Retrain (mean per seed)")
         ax.set_title(scenario, fontsize=10)
         ax.grid(alpha=0.3)
+    _method_legend(fig, axes[0])
+    fig.suptitle(title or "Avg. Gap vs run time (lower left is better)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _method_legend(fig, axes) -> None:
+    """One legend for the whole figure, right of the panels: each method once."""
     handles, names = [], []
-    for ax in axes[0]:
+    for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in names:
                 handles.append(h)
                 names.append(lab)
     fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9,
                title="method")  # fmt: skip
-    fig.suptitle(title or "Avg. Gap vs run time (lower left is better)")
-    fig.tight_layout()
-    return _save(fig, path)
 
 
 def rank_stability(
@@ -223,14 +228,7 @@ def rank_stability(
         ax.set_ylabel("rank by Avg. Gap (1 = best)")
         ax.set_title(scenario, fontsize=10)
         ax.grid(alpha=0.3)
-    handles, names = [], []
-    for ax in axes[0]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in names:
-                handles.append(h)
-                names.append(lab)
-    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9,
-               title="method")  # fmt: skip
+    _method_legend(fig, axes[0])
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
