@@ -341,3 +341,31 @@ def test_write_masks_passes_the_augmentation_setting(tmp_path, monkeypatch, augm
     exact = [torch.equal(x, forget.images[int(o)].float() / 255) for x, o in zip(rows, owners)]
     assert (not all(exact)) if augment else all(exact)
     assert load_mask(out)[1]["augment"] is augment
+
+
+def test_random_mask_source_is_the_seeded_random_mask_and_sees_no_data(bundle):
+    """`mask_source: random` (the random-masking ablation): the mask SalUn uses is
+    random_mask(θ_o, keep, seed + 1), of the saliency mask's density, whatever the forget
+    set; and SalUn then leaves every weight outside it bit-identical."""
+    forget, retain = bundle.train.subset(range(6)), bundle.train.subset(range(6, 20))
+    model = fresh_model(bundle)
+    cfg = SalUnConfig(mask_source="random", keep=0.3, seed=4, epochs=1, lr=0.05)
+    got = forget_saliency_mask(model, forget, cfg, ctx_for(bundle))
+    want = random_mask(model, keep=0.3, seed=5)
+    assert got.keys() == want.keys() and all(torch.equal(got[n], want[n]) for n in got)
+    other = forget_saliency_mask(model, bundle.train.subset(range(10, 16)), cfg, ctx_for(bundle))
+    assert all(torch.equal(got[n], other[n]) for n in got)  # no gradient, no data
+    saliency = forget_saliency_mask(model, forget, SalUnConfig(keep=0.3, seed=4), ctx_for(bundle))
+    assert sum(int(m.sum()) for m in saliency.values()) == sum(int(m.sum()) for m in got.values())
+    assert any(not torch.equal(got[n], saliency[n]) for n in got)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = run_method("salun", model, forget, retain, cfg, ctx_for(bundle))
+    params = dict(out.model.named_parameters())
+    for n, p in params.items():
+        assert torch.equal(p.detach()[~got[n]], before[n][~got[n]]), n
+        assert not torch.equal(p.detach()[got[n]], before[n][got[n]]), n
+
+
+def test_mask_source_is_checked():
+    with pytest.raises(Exception, match="mask_source"):
+        SalUnConfig(mask_source="gradient")

@@ -23,7 +23,7 @@ from salun.methods.common import (
     train_augment,
 )
 from salun.methods.registry import register
-from salun.saliency import compute_saliency, saliency_mask
+from salun.saliency import compute_saliency, random_mask, saliency_mask
 from salun.utils import progress, seed_everything
 from salun.validate import check_choice, check_int, check_nonnegative, check_range
 
@@ -62,18 +62,22 @@ class SalUnConfig(RLConfig):
         mask_augment: random crop + flip of the saliency pass's D_f batches (the reference
             computes its gradients on the training transform; docs/method.md). Off by
             default; on in the paper preset.
+        mask_source: ``saliency`` (the paper's mask) or ``random``: a uniformly random mask
+            of the same density, seeded by ``seed`` (the paper's random-masking ablation).
     """
 
     keep: float = 0.5
     scope: str = "global"
     mask_batch_size: int = 256
     mask_augment: bool = False
+    mask_source: str = "saliency"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("keep", self.keep, 0, 1, low_open=True, high_open=False)
         check_choice("scope", self.scope, ("global", "layer"))
         check_int("mask_batch_size", self.mask_batch_size, 1)
+        check_choice("mask_source", self.mask_source, ("saliency", "random"))
 
 
 def random_label_unlearning(
@@ -121,9 +125,12 @@ def random_label_unlearning(
 
 
 def forget_saliency_mask(model, forget: ImageDataset, cfg: SalUnConfig, ctx):
-    """The paper's mask: CE gradients on D_f at θ_o, global top-``keep`` (docs/method.md)."""
+    """The paper's mask: CE gradients on D_f at θ_o, global top-``keep`` (docs/method.md);
+    with ``mask_source: random``, a random mask of the same density instead."""
     from salun.data import iterate_batches
 
+    if cfg.mask_source == "random":  # same stream offset as the saliency pass's batches
+        return random_mask(model, keep=cfg.keep, seed=cfg.seed + 1)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # its own stream: RL's stays untouched
     aug = train_augment(cfg.mask_augment, ctx)
     batches = iterate_batches(
