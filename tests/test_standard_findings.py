@@ -91,10 +91,13 @@ def test_paper_orderings_counted_over_common_methods():
 
 def test_ablation_verdict_from_its_own_folder(tmp_path):
     mod = _load()
-    recs = [r for r in _records() if r["method"] in ("retrain", "salun")]
+    recs = [_rec("retrain", "retrain", s, mia=99.0) for s in range(3)]  # not the one used
     for s in range(3):
         recs.append(_rec("unlearn", "salun_random_mask", s, mia=40.0, avg_gap=1.0 + s + 0.5 * s))
-    text = "\n".join(mod.ablation(recs))
+    merged = mod.ablation_records(_records(), recs)
+    assert sorted({r["method"] for r in merged}) == ["retrain", "salun", "salun_random_mask"]
+    assert all(r["metrics"]["MIA"] == 30.0 for r in merged if r["kind"] == "retrain")
+    text = "\n".join(mod.ablation(merged))
     row = next(line for line in text.splitlines() if line.startswith("| random10 | tuned"))
     # random − saliency per seed: 0, 0.5, 1.0 → mean 0.5, t interval holds 0
     assert "| 0.50 [" in row and row.endswith("not distinguishable |")

@@ -9,7 +9,8 @@ Usage::
 
 ``BENCH_FOLDER`` holds a `standard` run's ``results.jsonl`` (benchmarks/standard/ or
 runs/standard); ``ABLATION_FOLDER`` the run of configs/ablation-standard.yaml (rows
-``salun`` and ``salun_random_mask`` on the same seeds and splits).
+``salun_random_mask`` on the same seeds, splits and Retrain models), compared with the
+`standard` run's ``salun`` rows.
 """
 
 from __future__ import annotations
@@ -183,6 +184,12 @@ def paper_side_by_side(all_tables) -> list[str]:
     return out
 
 
+def ablation_records(main: list[dict], random_mask: list[dict]) -> list[dict]:
+    """The standard run's Retrain and SalUn records with the ablation's random-mask ones."""
+    keep = [r for r in main if r["kind"] == "retrain" or r["method"] == "salun"]
+    return keep + [r for r in random_mask if r["method"] == "salun_random_mask"]
+
+
 def ablation(records: list[dict]) -> list[str]:
     out = [
         "## Saliency mask against a random mask of the same density",
@@ -221,7 +228,7 @@ def main(argv: list[str]) -> int:
     lines += salun_vs_each(all_tables) + mia_check(all_tables) + rte_ratio(all_tables)
     lines += paper_side_by_side(all_tables)
     if len(argv) == 2:
-        lines += ablation(load_records(Path(argv[1])))
+        lines += ablation(ablation_records(records, load_records(Path(argv[1]))))
     print("\n".join(lines))
     return 0
 
