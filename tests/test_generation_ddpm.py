@@ -223,6 +223,26 @@ def test_training_resumes_from_a_checkpoint(data, tmp_path):
     assert state.step == 4
 
 
+def test_resume_of_a_folder_without_training_state_never_retrains_over_it(tmp_path):
+    """A finished model shared without its optimiser state (the committed Original of
+    benchmarks/gen) is reused as is by --resume; an unfinished one is refused, untouched.
+    Starting over would overwrite weights that took hours."""
+
+    def run(cmd: str) -> int:
+        return main(shlex.split(cmd))
+
+    data = "--data synthetic:64 --batch-size 16"
+    tiny = "--block-out-channels 8 16 --attention-levels --norm-num-groups 4"
+    d = tmp_path / "orig"
+    assert run(f"gen train {data} {tiny} --steps 2 --out {d} --quiet") == 0
+    (d / "train_state.safetensors").unlink()
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    assert run(f"gen train {data} {tiny} --steps 2 --resume --out {d} --quiet") == 0
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before  # skipped: nothing rewritten
+    assert run(f"gen train {data} {tiny} --steps 3 --resume --out {d} --quiet") == 2
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
 def test_metrics_on_known_values():
     probs = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.1, 0.1, 0.8], [0.6, 0.4, 0.0]])
     assert unlearning_accuracy(probs, 0)["ua"] == pytest.approx(50.0)

@@ -84,10 +84,17 @@ def train_to_folder(
         "device": device_name(dev),
     }
     state = None
-    if resume and (Path(out) / STATE_FILE).is_file():
+    if resume and (Path(out) / "model.json").is_file():
         done = read_denoiser_meta(out).get("steps_done", 0)
         if done >= cfg.steps:
             return read_denoiser_meta(out)  # finished work is skipped, not redone
+        if not (Path(out) / STATE_FILE).is_file():
+            # weights without their optimiser state (e.g. a folder shared without it):
+            # starting over would overwrite a model that is not ours to lose
+            raise SalunError(
+                f"cannot resume {out}: it holds {done} of {cfg.steps} steps but no training "
+                f"state ({STATE_FILE}); train into a new --out, or ask for {done} steps"
+            )
         state = resume_train_state(out, cfg, dev)
         model = state.model
     else:
