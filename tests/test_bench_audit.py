@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import salun.audit.workflow as wf
+import salun.bench.tasks
 import salun.data
 import salun.methods
 from salun.audit import AuditStore
@@ -259,4 +260,89 @@ def test_report_has_the_audit_table(audited, monkeypatch):
     mia = summary["methods"]["salun.tuned"]["metrics"]["MIA"][0]
     assert f"{mia:.2f}±" in by_row[("salun", "tuned")]
     assert "only 3 shadow pairs" in md  # the audit's low-power warnings
-    assert "what the two evaluations measure" in md.lower() or "SVC MIA-efficacy" in md
+    assert "The two evaluations measure different things" in md
+    assert "<h2>Per-example audit</h2>" in html and "Attack AUC [95 % CI]" in html
+
+
+def _without_run(summary):
+    """The summary without wall-clock facts (the session, seconds per run)."""
+    if isinstance(summary, dict):
+        return {k: _without_run(v) for k, v in summary.items() if k not in ("run", "seconds")}
+    return summary
+
+
+def test_a_run_killed_in_the_audit_resumes_where_it_stopped(audited, tmp_path, monkeypatch):
+    import shutil
+
+    cfg, out, _ = audited
+    want = json.loads((out / "audit/random10/summary.json").read_text())
+    copy_ = tmp_path / "b"
+    shutil.copytree(out, copy_)
+    shutil.rmtree(copy_ / "audit")  # the bench's runs are done; the audit is not
+    real = salun.methods.run_method
+    calls = []
+
+    def dying(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:  # shadow 1's second method (shadow 0 made 3 runs)
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(salun.methods, "run_method", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(cfg, copy_, OPTS)
+    monkeypatch.setattr(salun.methods, "run_method", real)
+    store = AuditStore(copy_ / "audit/random10")  # what the kill left loads
+    assert store.get(1, "ft.paper+tuned")["status"] == "ok"
+    assert store.get(1, "salun.paper") is None and store.get(2, REFERENCE) is None
+    counter = Counter(monkeypatch)
+    run_bench(cfg, copy_, OPTS)
+    # only what was missing ran: shadow 1's two SalUn rows, all of shadow 2
+    acfg = store_cfg(copy_)
+    assert {s for _, s in counter.trainings} == {
+        wf.shadow_seed(acfg, 2),
+        wf.shadow_seed(acfg, 2) + wf.INDEPENDENT_SEED_OFFSET,
+    }
+    assert len(counter.trainings) == 3
+    by_seed = sorted((s - wf.shadow_seed(acfg, 0), n) for n, _, s in counter.methods)
+    assert by_seed == [(1, "salun"), (1, "salun"), (2, "ft"), (2, "salun"), (2, "salun")]
+    got = json.loads((copy_ / "audit/random10/summary.json").read_text())
+    assert _without_run(got) == _without_run(want)  # deterministic on CPU: the same numbers
+
+
+def test_shadows_are_executor_tasks_with_files_of_their_own(audited, tmp_path, monkeypatch):
+    """One picklable ``audit`` task per shadow goes through the bench's executor (so Ray
+    runs them in parallel), and no two tasks write the same file."""
+    import pickle
+    import shutil
+
+    import salun.bench.runner as runner
+    from salun.bench.executors import LocalExecutor
+
+    cfg, out, _ = audited
+    copy_ = tmp_path / "b"
+    shutil.copytree(out, copy_)
+    shutil.rmtree(copy_ / "audit")
+    seen, written = [], {}
+
+    class Recording(LocalExecutor):
+        def run(self, tasks, on_done):
+            for task in tasks:
+                seen.append(pickle.loads(pickle.dumps(task)))  # what Ray ships to a worker
+                root = copy_ / task.audit_dir
+                before = {p for p in root.rglob("*") if p.is_file()}
+                on_done(task, salun.bench.tasks.execute(seen[-1]))
+                for p in {p for p in root.rglob("*") if p.is_file()} - before:
+                    assert p not in written, (p, written.get(p))
+                    written[p] = task.shadow
+
+    monkeypatch.setattr(runner, "make_executor", lambda *a, **k: Recording())
+    run_bench(cfg, copy_, OPTS)
+    assert [(t.kind, t.key, t.shadow) for t in seen] == [
+        ("audit", f"audit.random10.s{k}", k) for k in range(K)
+    ]
+    for p, k in written.items():  # each shadow wrote only under its own s<k>/ folders
+        assert f"/s{k}/" in p.as_posix(), p
+    got = json.loads((copy_ / "audit/random10/summary.json").read_text())
+    want = json.loads((out / "audit/random10/summary.json").read_text())
+    assert _without_run(got) == _without_run(want)

@@ -30,7 +30,7 @@ from salun.artifacts import load_model, save_model
 from salun.audit.config import ORIGINAL, RETRAIN, AuditConfig
 from salun.data import DataBundle, Split, load_dataset, make_bundle
 from salun.errors import SalunError
-from salun.io import atomic_write_json
+from salun.io import atomic_write_json, to_jsonable
 from salun.metrics import evaluate_unlearning, predict_logits
 from salun.metrics.audit import (
     audit_summary,
@@ -165,6 +165,8 @@ def _method_config(name: str, overrides: dict, seed: int):
 
 
 def _config_matches(rec: dict, name: str, config: dict | None) -> None:
+    # compare as stored: JSON turns the config's tuples (lr_grid) into lists
+    config = json.loads(json.dumps(config, default=to_jsonable))
     if rec.get("method") != name or rec.get("config") != config:
         raise SalunError(
             f"record {rec.get('label')!r} of shadow {rec.get('shadow')} was made with other "
