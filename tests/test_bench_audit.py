@@ -346,3 +346,20 @@ def test_shadows_are_executor_tasks_with_files_of_their_own(audited, tmp_path, m
     got = json.loads((copy_ / "audit/random10/summary.json").read_text())
     want = json.loads((out / "audit/random10/summary.json").read_text())
     assert _without_run(got) == _without_run(want)
+
+
+def test_audit_bench_cpu_preset():
+    cfg = load_preset("audit-bench-cpu")
+    assert cfg.dataset == "fashion-mnist:train=4000,test=2000" and cfg.arch == "mlp"
+    assert cfg.audit.shadows >= 8 and cfg.audit.scenarios == ("random10",)
+    assert cfg.seeds == (0,) and cfg.protocols == ("paper",)
+    names = {m.method for m in cfg.methods}
+    assert names == {"salun", "rl", "ft", "ga", "neggrad_plus", "scrub", "ssd"}
+    # the same method settings as the standalone audit preset, whose cost it quotes
+    from salun.audit import load_audit_config
+    from salun.bench.presets import preset_path
+
+    standalone = load_audit_config(preset_path("audit-cpu"))
+    for m in cfg.methods:
+        assert standalone.method(m.label) == (m.method, m.overrides), m.label
+    assert standalone.original == cfg.original
