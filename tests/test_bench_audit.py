@@ -185,9 +185,7 @@ def test_the_tuned_row_runs_the_searched_value(audited):
         assert store.get(k, "salun.paper")["config"]["lr"] == 0.01
         assert store.get(k, "ft.paper+tuned")["config"]["lr"] == 0.01
         # the method runs on shadow k with shadow k's seed
-        assert store.get(k, "salun.tuned")["config"]["seed"] == wf.shadow_seed(
-            store_cfg(out), k
-        )
+        assert store.get(k, "salun.tuned")["config"]["seed"] == wf.shadow_seed(store_cfg(out), k)
 
 
 def store_cfg(out):
@@ -207,9 +205,7 @@ def test_each_shadow_original_is_trained_once_and_shared(audited):
         sizes = sorted(n for n, s in audit_trainings if s == seed)
         # one original (D_f ∪ H_k) and one reference Retrain (H_k): never twice
         assert sizes == [n_half, n_half + 8], (k, sizes)
-        assert [n for n, s in audit_trainings if s == seed + wf.INDEPENDENT_SEED_OFFSET] == [
-            n_half
-        ]
+        assert [n for n, s in audit_trainings if s == seed + wf.INDEPENDENT_SEED_OFFSET] == [n_half]
         assert len(shadow_split(acfg, bundle, forget, k).retain) == n_half
         runs = [(name, orig) for name, orig, s in counter.methods if s == seed]
         assert sorted(name for name, _ in runs) == ["ft", "salun", "salun"]

@@ -62,8 +62,9 @@ def render(summary: dict[str, Any]) -> str:
         "| Method | AUC [95 % CI] | TPR@1%FPR (%) | TPR@0.1%FPR (%) | MIA-efficacy | "
         "|MIA − Retrain| | UA | RA | TA | s/run |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| Retrain (reference) | — | — | — | {mean_sd_cell(ref['MIA'])} | 0.00 | {mean_sd_cell(ref['UA'])} | "
-        f"{mean_sd_cell(ref['RA'])} | {mean_sd_cell(ref['TA'])} | {summary['retrain']['seconds']:.1f} |",
+        f"| Retrain (reference) | — | — | — | {mean_sd_cell(ref['MIA'])} | 0.00 | "
+        f"{mean_sd_cell(ref['UA'])} | {mean_sd_cell(ref['RA'])} | {mean_sd_cell(ref['TA'])} | "
+        f"{summary['retrain']['seconds']:.1f} |",
     ]
     notes = []
     for label, row in summary["methods"].items():
@@ -78,8 +79,8 @@ def render(summary: dict[str, Any]) -> str:
             f"| {title} | {ci_cell(row['auc'], row['auc_ci'])} | "
             f"{ci_cell(row['tpr']['0.01'], row['tpr_ci']['0.01'], pct=True)} | "
             f"{ci_cell(row['tpr']['0.001'], row['tpr_ci']['0.001'], pct=True)} | "
-            f"{mean_sd_cell(m['MIA'])} | {row['mia_gap']:.2f} | {mean_sd_cell(m['UA'])} | {mean_sd_cell(m['RA'])} | "
-            f"{mean_sd_cell(m['TA'])} | {row['seconds']:.1f} |"
+            f"{mean_sd_cell(m['MIA'])} | {row['mia_gap']:.2f} | {mean_sd_cell(m['UA'])} | "
+            f"{mean_sd_cell(m['RA'])} | {mean_sd_cell(m['TA'])} | {row['seconds']:.1f} |"
         )
         for w in row.get("warnings", []):
             if w not in summary.get("warnings", []):  # the shared ones are listed once

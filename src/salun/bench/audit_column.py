@@ -77,7 +77,9 @@ def parse_audit_column(raw: Any, scenarios: Sequence[Any], source: str) -> Audit
     bootstrap = _int(raw.get("bootstrap", _audit_default("bootstrap")), "bootstrap", 10)
     variance = raw.get("variance", _audit_default("variance"))
     if variance not in VARIANCES:
-        raise SalunError(f"{source}: audit: variance must be global or per_example, got {variance!r}")
+        raise SalunError(
+            f"{source}: audit: variance must be global or per_example, got {variance!r}"
+        )
     kinds = {s.name: s.kind for s in scenarios}
     if "scenarios" in raw:
         names = raw["scenarios"]

@@ -202,4 +202,3 @@ def run_audits(
         extra = {"bench": {"name": cfg.name, "scenario": scenario, "rows": info}}
         out_summaries[scenario] = write_summary(acfg, store, run, extra)
     return out_summaries
-

@@ -359,7 +359,11 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
         tune_seeds=tune_seeds,
         mia_features=tuple(mia),
         description=str(raw.get("description") or ""),
-        audit=None if raw.get("audit") is None else parse_audit_column(raw["audit"], scenarios, source),
+        audit=(
+            None
+            if raw.get("audit") is None
+            else parse_audit_column(raw["audit"], scenarios, source)
+        ),
     )
 
 

@@ -99,7 +99,8 @@ def read_audit_summaries(root: Path, cfg: Mapping[str, Any]) -> dict[str, dict[s
             try:
                 out[scenario] = json.loads(f.read_text())
             except json.JSONDecodeError as e:
-                raise SalunError(f"{f} is corrupted ({e}); rerun salun bench to rewrite it")
+                msg = f"{f} is corrupted ({e}); rerun salun bench to rewrite it"
+                raise SalunError(msg) from None
     return out
 
 
