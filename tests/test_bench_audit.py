@@ -126,11 +126,13 @@ class Counter:
 
     def __init__(self, mp):
         self.trainings: list[tuple[int, int]] = []  # (len(data), seed)
+        self.flips: list[bool | None] = []  # flip_allowed of each training
         self.methods: list[tuple[str, int, int]] = []  # (method, id(original), seed)
         real_train, real_method = wf.train_supervised, salun.methods.run_method
 
         def train(model, data, recipe, **kw):
             self.trainings.append((len(data), recipe.seed))
+            self.flips.append(kw.get("flip_allowed"))
             return real_train(model, data, recipe, **kw)
 
         def method(name, original, forget, retain, cfg, ctx, *a, **kw):
@@ -211,6 +213,7 @@ def test_each_shadow_original_is_trained_once_and_shared(audited):
         assert sorted(name for name, _ in runs) == ["ft", "salun", "salun"]
         assert len({orig for _, orig in runs}) == 1  # every row unlearns the same original
     assert len(audit_trainings) == 3 * K
+    assert counter.flips == [False] * (3 * K)  # synthetic data allows no flips: none asked
 
 
 def test_rerun_does_no_new_work(audited, monkeypatch):
