@@ -185,6 +185,8 @@ def run_audits(
                 )
             )
     log.done += finished  # finished shadows count as done runs (they are not records)
+    if finished:
+        log.say(f"audit: {finished} finished shadow pair(s) skipped, {len(tasks)} to do")
     t0 = time.perf_counter()
     if tasks:
         log.start_stage(AUDIT, len(tasks))
