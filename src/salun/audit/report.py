@@ -13,14 +13,14 @@ TITLES = {
 }
 
 
-def _ci(value: float, ci: list[float], pct: bool = False) -> str:
+def ci_cell(value: float, ci: list[float], pct: bool = False) -> str:
     """``value [lo, hi]``: AUC with 3 decimals, rates in % with 2."""
     if pct:
         return f"{100 * value:.2f} [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def _ms(v: list[float]) -> str:
+def mean_sd_cell(v: list[float]) -> str:
     return f"{v[0]:.2f}±{v[1]:.2f}"
 
 
@@ -62,8 +62,9 @@ def render(summary: dict[str, Any]) -> str:
         "| Method | AUC [95 % CI] | TPR@1%FPR (%) | TPR@0.1%FPR (%) | MIA-efficacy | "
         "|MIA − Retrain| | UA | RA | TA | s/run |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| Retrain (reference) | — | — | — | {_ms(ref['MIA'])} | 0.00 | {_ms(ref['UA'])} | "
-        f"{_ms(ref['RA'])} | {_ms(ref['TA'])} | {summary['retrain']['seconds']:.1f} |",
+        f"| Retrain (reference) | — | — | — | {mean_sd_cell(ref['MIA'])} | 0.00 | "
+        f"{mean_sd_cell(ref['UA'])} | {mean_sd_cell(ref['RA'])} | {mean_sd_cell(ref['TA'])} | "
+        f"{summary['retrain']['seconds']:.1f} |",
     ]
     notes = []
     for label, row in summary["methods"].items():
@@ -75,11 +76,11 @@ def render(summary: dict[str, Any]) -> str:
             continue
         m = row["metrics"]
         lines.append(
-            f"| {title} | {_ci(row['auc'], row['auc_ci'])} | "
-            f"{_ci(row['tpr']['0.01'], row['tpr_ci']['0.01'], pct=True)} | "
-            f"{_ci(row['tpr']['0.001'], row['tpr_ci']['0.001'], pct=True)} | "
-            f"{_ms(m['MIA'])} | {row['mia_gap']:.2f} | {_ms(m['UA'])} | {_ms(m['RA'])} | "
-            f"{_ms(m['TA'])} | {row['seconds']:.1f} |"
+            f"| {title} | {ci_cell(row['auc'], row['auc_ci'])} | "
+            f"{ci_cell(row['tpr']['0.01'], row['tpr_ci']['0.01'], pct=True)} | "
+            f"{ci_cell(row['tpr']['0.001'], row['tpr_ci']['0.001'], pct=True)} | "
+            f"{mean_sd_cell(m['MIA'])} | {row['mia_gap']:.2f} | {mean_sd_cell(m['UA'])} | "
+            f"{mean_sd_cell(m['RA'])} | {mean_sd_cell(m['TA'])} | {row['seconds']:.1f} |"
         )
         for w in row.get("warnings", []):
             if w not in summary.get("warnings", []):  # the shared ones are listed once

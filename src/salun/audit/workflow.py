@@ -30,7 +30,7 @@ from salun.artifacts import load_model, save_model
 from salun.audit.config import ORIGINAL, RETRAIN, AuditConfig
 from salun.data import DataBundle, Split, load_dataset, make_bundle
 from salun.errors import SalunError
-from salun.io import atomic_write_json
+from salun.io import atomic_write_json, to_jsonable
 from salun.metrics import evaluate_unlearning, predict_logits
 from salun.metrics.audit import (
     audit_summary,
@@ -148,11 +148,12 @@ def _evaluate(model, bundle, split, device) -> tuple[list[float], dict[str, floa
     return phi.tolist(), {k: float(m[k]) for k in ("UA", "RA", "TA", "MIA")}
 
 
-def _train_fresh(kwargs, data, recipe, device, quiet, desc):
+def _train_fresh(kwargs, data, recipe, device, quiet, desc, flip=True):
     seed_everything(recipe.seed)  # the init depends on the recipe's seed only
     model = build_from_kwargs(kwargs)
     t0 = time.perf_counter()
-    train_supervised(model, data, recipe, device=device, quiet=quiet, desc=desc)
+    # flips only where the dataset allows them (digits: no), as the benchmark's originals
+    train_supervised(model, data, recipe, device=device, quiet=quiet, desc=desc, flip_allowed=flip)
     return model, time.perf_counter() - t0
 
 
@@ -164,6 +165,8 @@ def _method_config(name: str, overrides: dict, seed: int):
 
 
 def _config_matches(rec: dict, name: str, config: dict | None) -> None:
+    # compare as stored: JSON turns the config's tuples (lr_grid) into lists
+    config = json.loads(json.dumps(config, default=to_jsonable))
     if rec.get("method") != name or rec.get("config") != config:
         raise SalunError(
             f"record {rec.get('label')!r} of shadow {rec.get('shadow')} was made with other "
@@ -191,7 +194,9 @@ def run_shadow(cfg, store: AuditStore, bundle, forget, k: int, device, quiet: bo
         return
     base = {"shadow": k, "seed": seed, "split_hash": split.hash}
     if REFERENCE in todo:
-        model, secs = _train_fresh(kwargs, retain, recipe, device, quiet, f"retrain s{k}")
+        model, secs = _train_fresh(
+            kwargs, retain, recipe, device, quiet, f"retrain s{k}", bundle.flip
+        )
         phi, metrics = _evaluate(model, bundle, split, device)
         store.put(
             k,
@@ -214,7 +219,9 @@ def run_shadow(cfg, store: AuditStore, bundle, forget, k: int, device, quiet: bo
         original, _ = load_model(folder, device)
     else:
         train = bundle.train.subset(split.train)
-        original, secs = _train_fresh(kwargs, train, recipe, device, quiet, f"original s{k}")
+        original, secs = _train_fresh(
+            kwargs, train, recipe, device, quiet, f"original s{k}", bundle.flip
+        )
         meta = {
             "audit": {**base, "seconds": secs},
             "dataset": bundle.name,
@@ -238,7 +245,9 @@ def run_shadow(cfg, store: AuditStore, bundle, forget, k: int, device, quiet: bo
             model, secs = original, 0.0
         elif name == RETRAIN:
             r2 = replace(recipe, seed=seed + INDEPENDENT_SEED_OFFSET)
-            model, secs = _train_fresh(kwargs, retain, r2, device, quiet, f"retrain-2 s{k}")
+            model, secs = _train_fresh(
+                kwargs, retain, r2, device, quiet, f"retrain-2 s{k}", bundle.flip
+            )
         else:
             mcfg = _method_config(name, over, seed)
             rec["config"] = asdict(mcfg)
@@ -275,13 +284,11 @@ def run_audit(
     Returns:
         The summary (see :func:`summarise`).
     """
-    from salun.audit.report import write_report
     from salun.utils import resolve_device
 
     dev = resolve_device(device) if isinstance(device, str) else device
     store = AuditStore(out, cfg)
-    bundle = audit_bundle(cfg, bundle)
-    forget = forget_indices(cfg, len(bundle.train))
+    bundle, forget = audit_inputs(cfg, bundle)
     t0 = time.perf_counter()
     for k in range(cfg.shadows):
         ts = time.perf_counter()
@@ -291,15 +298,36 @@ def run_audit(
                 f"audit: shadow {k + 1}/{cfg.shadows} done ({time.perf_counter() - ts:.0f} s)",
                 file=sys.stderr,
             )
-    summary = summarise(cfg, store)
-    summary["run"] = {
+    run = {
         "seconds_this_session": time.perf_counter() - t0,
         "torch_threads": torch.get_num_threads(),
         "versions": versions(),
         "command": command,
     }
-    atomic_write_json(Path(out) / "summary.json", summary)
-    write_report(summary, Path(out) / "report.md")
+    return write_summary(cfg, store, run)
+
+
+def audit_inputs(cfg: AuditConfig, full: DataBundle | None = None) -> tuple[DataBundle, np.ndarray]:
+    """The audit's dataset (``subset`` / ``test_subset`` applied) and its target D_f."""
+    bundle = audit_bundle(cfg, full)
+    return bundle, forget_indices(cfg, len(bundle.train))
+
+
+def shadow_done(cfg: AuditConfig, store: AuditStore, k: int) -> bool:
+    """Whether shadow ``k`` holds every record ``cfg`` asks for (then nothing runs)."""
+    return all(store.get(k, lab) is not None for lab in (REFERENCE, *cfg.labels))
+
+
+def write_summary(
+    cfg: AuditConfig, store: AuditStore, run: dict[str, Any], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Summarise the finished records into ``summary.json`` and ``report.md`` of the audit
+    folder (``extra``: more top-level keys, e.g. the benchmark rows); returns the summary."""
+    from salun.audit.report import write_report
+
+    summary = {**summarise(cfg, store), **(extra or {}), "run": run}
+    atomic_write_json(store.root / "summary.json", summary)
+    write_report(summary, store.root / "report.md")
     return summary
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from salun.bench.audit_column import AuditColumn, audit_column_from_dict, parse_audit_column
 from salun.errors import SalunError
 from salun.io import stable_hash
 from salun.metrics.mia import FEATURES
@@ -115,6 +116,8 @@ class BenchConfig:
             paper's MIA-efficacy, the others (correctness, entropy, m_entropy, prob) each
             cost one more SVC fit on 2×|test| samples.
         description: free text shown in the report.
+        audit: the per-example audit run after the final runs (``audit:`` in YAML;
+            None: no audit). See ``audit_column.py`` and docs/audit.md.
     """
 
     name: str
@@ -131,6 +134,7 @@ class BenchConfig:
     tune_seeds: tuple[int, ...] = ()
     mia_features: tuple[str, ...] = FEATURES
     description: str = ""
+    audit: AuditColumn | None = None
 
     def __post_init__(self) -> None:
         # the whole config is checked here, before anything trains (grids: parse_methods)
@@ -169,7 +173,10 @@ class BenchConfig:
 
     def hash(self) -> str:
         """A hash of everything that changes results (a result folder belongs to one)."""
-        return stable_hash(asdict(self))
+        d = asdict(self)
+        if d["audit"] is None:  # configs (and folders) of before the audit keep their hash
+            del d["audit"]
+        return stable_hash(d)
 
     def scenario(self, name: str) -> Scenario:
         for s in self.scenarios:
@@ -352,6 +359,11 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
         tune_seeds=tune_seeds,
         mia_features=tuple(mia),
         description=str(raw.get("description") or ""),
+        audit=(
+            None
+            if raw.get("audit") is None
+            else parse_audit_column(raw["audit"], scenarios, source)
+        ),
     )
 
 
@@ -447,5 +459,6 @@ def config_from_dict(d: Mapping[str, Any]) -> BenchConfig:
             "seeds": tuple(d["seeds"]),
             "mia_features": tuple(d.get("mia_features", FEATURES)),
             "methods": tuple(MethodEntry(**m) for m in d["methods"]),
+            "audit": audit_column_from_dict(d.get("audit")),
         }
     )

@@ -25,7 +25,7 @@ from salun.data import Split
 from salun.io import stable_hash
 from salun.train import TrainConfig
 
-ORIGINAL, RETRAIN, UNLEARN = "original", "retrain", "unlearn"
+ORIGINAL, RETRAIN, UNLEARN, AUDIT = "original", "retrain", "unlearn", "audit"
 TUNE, FINAL = "tune", "final"
 PAPER, TUNED = "paper", "tuned"
 
@@ -41,7 +41,7 @@ class Task:
     """One unit of work, self-contained so that a Ray worker can run it.
 
     Attributes:
-        kind: ``original``, ``retrain`` or ``unlearn``.
+        kind: ``original``, ``retrain``, ``unlearn`` or ``audit`` (one shadow pair).
         key: the run key (see module docstring).
         bench: the benchmark config (dataset, architecture, recipe).
         out: the benchmark folder (shared by the driver and every worker).
@@ -57,6 +57,9 @@ class Task:
         overrides: the method config's overrides, seed and lr included.
         mask_file: where to save SalUn's mask (relative to ``out``), or None.
         threads: torch CPU threads for this run (None: leave the process's setting).
+        audit: the audit's config (``audit`` tasks; an ``AuditConfig``).
+        audit_dir: the audit folder (relative to ``out``), for ``audit`` tasks.
+        shadow: the shadow pair k this ``audit`` task runs.
     """
 
     kind: str
@@ -76,6 +79,9 @@ class Task:
     overrides: dict[str, Any] = field(default_factory=dict)
     mask_file: str | None = None
     threads: int | None = None
+    audit: Any = None
+    audit_dir: str = ""
+    shadow: int | None = None
 
     def path(self, rel: str) -> Path:
         return Path(self.out) / rel
@@ -100,6 +106,10 @@ def tune_key(scenario: str, seed: int, label: str, field: str, value: float) -> 
 
 def final_key(scenario: str, seed: int, label: str, protocol: str) -> str:
     return f"{FINAL}.{protocol}.{scenario}.s{seed}.{label}"
+
+
+def audit_key(scenario: str, shadow: int) -> str:
+    return f"{AUDIT}.{scenario}.s{shadow}"
 
 
 def split_file(scenario: str, seed: int, split: Split) -> str:

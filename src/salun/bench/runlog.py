@@ -25,7 +25,7 @@ from typing import TextIO
 from salun.utils import progress
 
 STAGE_NAMES = {"original": "original models", "retrain": "Retrain", "tune": "lr search",
-               "final": "final runs"}  # fmt: skip
+               "final": "final runs", "audit": "audit shadows"}  # fmt: skip
 
 
 def format_eta(seconds_left: float, now: dt.datetime) -> str:

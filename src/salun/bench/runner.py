@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from salun.bench.audit_stage import audit_task_count, check_audits, run_audits
 from salun.bench.config import BenchConfig, MethodEntry
 from salun.bench.executors import Executor, make_executor
 from salun.bench.folder import claim_bench_folder
@@ -131,6 +132,7 @@ class _Runner:
         bundle = load_dataset(cfg.dataset, cfg.data_root)  # missing data: a clear error now
         self._plan_splits(bundle)
         self._check_model(bundle)
+        check_audits(cfg, bundle)  # the audit column's configs and forget sets, before writes
         check_same_config(self.out, cfg)  # early, read-only; checked again under the lock
         data = [cfg.data_root, cfg.dataset if ":" in cfg.dataset else None]  # npz:PATH...
         created = claim_bench_folder(self.out, inputs=data)
@@ -175,6 +177,8 @@ class _Runner:
             )
             choices = self._search_lrs()
             self._final_runs(choices)
+            if cfg.audit is not None:
+                self._audit_runs(choices)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -245,7 +249,13 @@ class _Runner:
         return 1.0 if self.device.type == "cuda" else 0.0
 
     def _total_runs(self) -> int:
-        return count_runs(self.cfg)
+        return count_runs(self.cfg) + audit_task_count(self.cfg)
+
+    def _audit_runs(self, choices: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """The audit column: one shared set of shadows per audited scenario (audit_stage)."""
+        fields_ = self._base(ORIGINAL, "", self.cfg.seeds[0], None)
+        shared = {k: fields_[k] for k in ("out", "device", "quiet", "threads")}
+        run_audits(self.cfg, self.out, choices, self.executor, self.log, shared, self.opt.command)
 
     def _stage(self, tasks: list[Task]) -> None:
         """Run the tasks not recorded yet (one stage: the log's ETA is per stage)."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from salun.artifacts import load_model, read_meta, save_model
-from salun.bench.plan import ORIGINAL, RETRAIN, UNLEARN, Task, recipe_for
+from salun.bench.plan import AUDIT, ORIGINAL, RETRAIN, UNLEARN, Task, recipe_for
 from salun.data import DataBundle, load_dataset, load_split
 from salun.errors import SalunError
 from salun.metrics import evaluate_unlearning
@@ -59,7 +59,12 @@ def worker_info(device: torch.device) -> dict[str, Any]:
 def execute(task: Task) -> dict[str, Any]:
     """Run ``task`` and return its result (metrics, seconds, config, worker info)."""
     device = resolve_device(task.device)
-    run = {ORIGINAL: run_original, RETRAIN: run_retrain, UNLEARN: run_unlearn}[task.kind]
+    run = {
+        ORIGINAL: run_original,
+        RETRAIN: run_retrain,
+        UNLEARN: run_unlearn,
+        AUDIT: run_audit_shadow,
+    }[task.kind]
     before = torch.get_num_threads()
     if task.threads:
         torch.set_num_threads(task.threads)
@@ -248,3 +253,24 @@ def save_salun_mask(task: Task, original, forget, cfg, ctx, split_hash: str) -> 
         scenario=task.scenario,
         seed=task.seed,
     )
+
+
+def run_audit_shadow(task: Task, device: torch.device) -> dict[str, Any]:
+    """Every missing record of one audit shadow pair k (docs/audit.md).
+
+    Unlike the other runs, this one writes its results itself: the audit's per-shadow
+    files (``<audit_dir>/records/s<k>/*.json``, ``shadows/s<k>/original/``), atomically.
+    Each k is one task, so no two tasks write the same file; the driver writes
+    ``audit.json`` before and the summary after.
+    """
+    from salun.audit import AuditStore
+    from salun.audit.workflow import audit_inputs, run_shadow, shadow_done
+
+    cfg = task.audit
+    store = AuditStore(task.path(task.audit_dir))  # no cfg: read-only, the driver owns audit.json
+    t0 = time.perf_counter()
+    if shadow_done(cfg, store, task.shadow):
+        return {"status": "ok", "cached": True, "rte_s": 0.0}
+    bundle, forget = audit_inputs(cfg, bundle_for(cfg.dataset, cfg.data_root))
+    run_shadow(cfg, store, bundle, forget, task.shadow, device, task.quiet)
+    return {"status": "ok", "cached": False, "rte_s": time.perf_counter() - t0}

@@ -30,6 +30,7 @@ from salun.bench.store import read_records
 from salun.errors import SalunError
 from salun.io import atomic_write_text
 from salun.report import plots
+from salun.report.audit_section import audit_blocks
 from salun.report.tables import (
     EDGE_NOTE,
     Table,
@@ -159,6 +160,7 @@ def _blocks(root: Path, bench: Mapping[str, Any], records: list[dict]) -> list[B
                 title = f"Avg. Gap vs run time, protocol {p} (lower left is better)"
                 img = plots.gap_vs_rte(by_sc, plots_dir / f"gap_vs_rte_{p}.png", title)
                 out.append(("img", img.relative_to(root), f"Avg. Gap vs RTE, {p}"))
+    out += audit_blocks(root, cfg)
     out += _mask_blocks(root)
     out += _lr_blocks(records)
     out += _failure_blocks(records)

@@ -1,0 +1,116 @@
+"""The optional ``audit:`` section of a benchmark config: the per-example audit as a column.
+
+Example::
+
+    audit:
+      shadows: 16           # K shadow pairs per audited scenario (required, >= 3)
+      bootstrap: 1000       # bootstrap resamples of the intervals (default: the audit's)
+      variance: global      # or per_example (docs/audit.md)
+      scenarios: [random10] # default: every random-data scenario of the benchmark
+
+Class-wise scenarios are refused: the audit's shadows draw their retain half from every
+example outside D_f, so with a forgotten *class* the shadow Retrain would still see other
+examples of that class and would not be a Retrain of the scenario (docs/audit.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from salun.errors import SalunError
+
+MIN_SHADOWS = 3  # leave one pair out: each held-out pair's Gaussians need >= 2 others
+VARIANCES = ("global", "per_example")
+
+
+def _audit_default(name: str) -> Any:
+    from salun.audit.config import AuditConfig
+
+    return next(f.default for f in fields(AuditConfig) if f.name == name)
+
+
+@dataclass(frozen=True)
+class AuditColumn:
+    """The audit run after a benchmark's final runs (docs/audit.md, "As a benchmark column").
+
+    Attributes:
+        shadows: K, the shadow pairs of each audited scenario (shared by every method row).
+        scenarios: the audited scenarios (random-data ones), resolved at parse time.
+        bootstrap: bootstrap resamples of the AUC / TPR intervals.
+        variance: ``global`` (one σ per side) or ``per_example``.
+    """
+
+    shadows: int
+    scenarios: tuple[str, ...]
+    bootstrap: int = 1000
+    variance: str = "global"
+
+
+_KEYS = ("shadows", "bootstrap", "variance", "scenarios")
+
+
+def _int(value: Any, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SalunError(f"audit: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def parse_audit_column(raw: Any, scenarios: Sequence[Any], source: str) -> AuditColumn:
+    """Check the ``audit:`` mapping against the benchmark's scenarios (parsed ``Scenario``s).
+
+    Raises:
+        SalunError: naming the bad key (unknown key, missing ``shadows``, a value out of
+            range, an unknown or class-wise scenario, no random scenario to audit).
+    """
+    if not isinstance(raw, Mapping):
+        raise SalunError(f"{source}: audit must be a mapping, e.g. audit: {{shadows: 16}}")
+    bad = sorted(set(raw) - set(_KEYS))
+    if bad:
+        raise SalunError(
+            f"{source}: audit: unknown key {bad[0]!r}; allowed keys are: {', '.join(_KEYS)}"
+        )
+    if "shadows" not in raw:
+        raise SalunError(f"{source}: audit needs shadows: K (the shadow pairs, >= {MIN_SHADOWS})")
+    shadows = _int(raw["shadows"], "shadows", MIN_SHADOWS)
+    bootstrap = _int(raw.get("bootstrap", _audit_default("bootstrap")), "bootstrap", 10)
+    variance = raw.get("variance", _audit_default("variance"))
+    if variance not in VARIANCES:
+        raise SalunError(
+            f"{source}: audit: variance must be global or per_example, got {variance!r}"
+        )
+    kinds = {s.name: s.kind for s in scenarios}
+    if "scenarios" in raw:
+        names = raw["scenarios"]
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list | tuple) or not names:
+            raise SalunError(f"{source}: audit: scenarios must be a non-empty list of names")
+        for n in names:
+            if n not in kinds:
+                raise SalunError(
+                    f"{source}: audit: scenarios: {n!r} is not a scenario of this benchmark "
+                    f"({', '.join(kinds)})"
+                )
+            if kinds[n] != "random":
+                raise SalunError(
+                    f"{source}: audit: scenarios: {n!r} is class-wise; the audit supports "
+                    "random-data forgetting only (its shadow Retrain would still see the class)"
+                )
+        if len(set(names)) != len(names):
+            raise SalunError(f"{source}: audit: scenarios must be distinct, got {list(names)}")
+    else:
+        names = [n for n, k in kinds.items() if k == "random"]
+        if not names:
+            raise SalunError(
+                f"{source}: audit needs a random-data scenario (e.g. random10); this benchmark "
+                "has class-wise ones only, which the audit does not support"
+            )
+    return AuditColumn(shadows, tuple(names), bootstrap, variance)
+
+
+def audit_column_from_dict(d: Mapping[str, Any] | None) -> AuditColumn | None:
+    """Rebuild from ``asdict`` output (``bench.json``); None stays None."""
+    if d is None:
+        return None
+    return AuditColumn(**{**d, "scenarios": tuple(d["scenarios"])})
