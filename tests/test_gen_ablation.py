@@ -44,3 +44,15 @@ def test_paired_difference_and_verdict(tmp_path):
     assert "not distinguishable" in text
     _write(tmp_path, "salun-s1", 100.0, 97.5)  # now 2.0, 2.5, 2.5: interval above 0
     assert "saliency mask keeps the retained classes better" in mod.table(tmp_path, ["0", "1", "2"])
+
+
+def test_a_seed_with_its_own_original_evaluation_is_measured_against_it(tmp_path):
+    mod = _load()
+    _write(tmp_path, "original", 0.0, 99.0)
+    _write(tmp_path, "original-s0", 0.0, 98.0)  # seed 0 was judged by another classifier
+    for s in range(2):
+        _write(tmp_path, f"salun-s{s}", 100.0, 95.0)
+        _write(tmp_path, f"salun-random-mask-s{s}", 100.0, 94.0)
+    data = mod.load(tmp_path, ["0", "1"])
+    assert data["saliency mask"]["drop"] == [-3.0, -4.0]
+    assert data["random mask"]["drop"] == [-4.0, -5.0]

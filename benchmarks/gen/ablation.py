@@ -5,8 +5,10 @@ Usage: ``python benchmarks/gen/ablation.py RUN_FOLDER SEED [SEED ...]`` after
 
 Per seed it reads ``salun-s{seed}.eval.json`` (saliency mask) and
 ``salun-random-mask-s{seed}.eval.json`` (random mask of the same density) and the Original's
-``original.eval.json``; it prints UA, retained accuracy and its drop from the Original as
-mean ± std with a 95 % Student-t interval over seeds, and the paired difference (saliency −
+``original-s{seed}.eval.json`` when there is one (a seed judged by another classifier
+instance brings its own Original evaluation), else ``original.eval.json``; it prints UA,
+retained accuracy and its drop from the Original as mean ± std with a 95 % Student-t
+interval over seeds, and the paired difference (saliency −
 random) of each, with its interval: an interval that contains 0 means the two masks are not
 distinguishable at this number of seeds.
 """
@@ -34,8 +36,14 @@ def interval(values: list[float]) -> tuple[float, float, float]:
     return mean, std, stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
 
 
+def original_retain_acc(root: Path, seed: str) -> float:
+    """The Original's retained accuracy by the classifier that judged this seed's models."""
+    own = root / f"original-s{seed}.eval.json"
+    path = own if own.is_file() else root / "original.eval.json"
+    return json.loads(path.read_text())["metrics"]["retain_acc"]
+
+
 def load(root: Path, seeds: list[str]) -> dict[str, dict[str, list[float]]]:
-    base = json.loads((root / "original.eval.json").read_text())["metrics"]["retain_acc"]
     out: dict[str, dict[str, list[float]]] = {}
     for kind, pattern in KINDS.items():
         rows: dict[str, list[float]] = {m: [] for m in METRICS}
@@ -43,7 +51,7 @@ def load(root: Path, seeds: list[str]) -> dict[str, dict[str, list[float]]]:
             m = json.loads((root / f"{pattern.format(s)}.eval.json").read_text())["metrics"]
             rows["ua"].append(m["ua"])
             rows["retain_acc"].append(m["retain_acc"])
-            rows["drop"].append(m["retain_acc"] - base)
+            rows["drop"].append(m["retain_acc"] - original_retain_acc(root, s))
         out[kind] = rows
     return out
 
