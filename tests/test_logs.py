@@ -74,6 +74,21 @@ def test_cached_runs_are_left_out_of_the_mean():
     assert out.getvalue().splitlines()[-1].endswith("stage ETA 12:01:40 (in 2 min)")
 
 
+def test_a_runs_own_time_is_shown_while_the_eta_uses_completion_intervals():
+    """Under Ray two runs overlap: the line shows each run's own time, the ETA the rate at
+    which runs complete."""
+    log, out, clock = make_log(total=4)
+    log.start_stage("final", 4)
+    clock.t = 30.0
+    log.finished("final.a", "ok", run_s=55.5)  # ran 55.5 s, completed 30 s after the start
+    clock.t = 40.0
+    log.finished("final.b", "ok", run_s=58.0)
+    lines = out.getvalue().splitlines()
+    assert lines[1].startswith("[1/4] final.a ok (55.5 s); ")
+    # mean completion interval (30 + 10) / 2 = 20 s, 2 runs left: 40 s
+    assert lines[2] == "[2/4] final.b ok (58.0 s); final runs 2/4, stage ETA 12:00:40 (in 40 s)"
+
+
 def test_eta_names_the_date_when_not_today():
     assert format_eta(3600 * 13, NOON) == "ETA 2026-12-02 01:00 (in 13 h 00 min)"
     assert format_eta(90, NOON) == "ETA 12:01:30 (in 2 min)"

@@ -99,8 +99,14 @@ class RunLog:
             name = STAGE_NAMES.get(stage, stage)
             self.say(f"stage {name}: {todo} run{'s' * (todo != 1)} to do, ETA unknown")
 
-    def finished(self, key: str, status: str, *, cached: bool = False) -> None:
-        """Log one finished run (``cached``: answered from a cache, left out of the ETA)."""
+    def finished(
+        self, key: str, status: str, *, cached: bool = False, run_s: float | None = None
+    ) -> None:
+        """Log one finished run (``cached``: answered from a cache, left out of the ETA).
+
+        ``run_s``: the run's own time, shown; without it the wall time since the previous
+        completion is shown, which under a parallel executor is not the run's time. The ETA
+        always uses the completion intervals (they account for the parallelism)."""
         t = self.clock()
         took = t - self._last  # wall time since the previous completion
         if not cached:
@@ -111,7 +117,7 @@ class RunLog:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix_str(key)
-        how = "cached" if cached else f"{took:.1f} s"
+        how = "cached" if cached else f"{took if run_s is None else run_s:.1f} s"
         self.say(f"[{self.done}/{self.total}] {key} {status} ({how}); {self.eta()}")
 
     def derived(self, key: str, status: str) -> None:

@@ -276,7 +276,7 @@ class _Runner:
         if record.get("reused_from"):
             status += f", reuses {record['reused_from']}"
         if ran:
-            self.log.finished(record["key"], status, cached=cached)
+            self.log.finished(record["key"], status, cached=cached, run_s=record.get("rte_s"))
         else:
             self.log.derived(record["key"], status)
         self.session.save()
