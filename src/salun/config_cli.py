@@ -160,7 +160,8 @@ def option(
         default: the option's default (a tuple default becomes a list, like nargs' values).
         flag: the flag when it is not ``--field-name`` (an old spelling users' scripts use).
         short: an extra short flag (``-h``).
-        choices: the allowed values.
+        choices: the allowed values, or a function returning them (called when the parser
+            is built, so a heavy import waits until then).
         required: the option must be given.
         append: a tuple field taken from a repeated flag (``--keep 0.1 --keep 0.5``) instead
             of one flag with several values.
@@ -216,9 +217,11 @@ def add_options(
             if tp is not str:
                 kwargs["type"] = tp
             kwargs["default"] = list(default) if isinstance(default, tuple) else default
-            for key in ("choices", "metavar"):
-                if meta.get(key) is not None:
-                    kwargs[key] = meta[key]
+            if meta.get("choices") is not None:
+                choices = meta["choices"]
+                kwargs["choices"] = choices() if callable(choices) else choices
+            if meta.get("metavar") is not None:
+                kwargs["metavar"] = meta["metavar"]
             if is_tuple and meta.get("append"):
                 kwargs["action"] = "append"
             elif is_tuple:
