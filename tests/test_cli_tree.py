@@ -82,7 +82,9 @@ def test_a_hand_built_option_is_caught():
     p = parsers["salun sd mask"]
     assert hand_built("salun sd mask", p) == []
     p.add_argument("--extra", help="added by hand")
-    assert hand_built("salun sd mask", p) == ["salun sd mask: --extra is not generated from a dataclass"]
+    assert hand_built("salun sd mask", p) == [
+        "salun sd mask: --extra is not generated from a dataclass"
+    ]
 
     # a tag that names a dataclass without the option's field is caught too
     from salun.cli_options import RunOptions
