@@ -116,8 +116,8 @@ def add_dataclass_args(
         }
         if is_tuple:
             kwargs["nargs"] = "*"
-        if tp is bool:
-            kwargs["metavar"] = "{true,false}"
+        # the value's name is the field's, not the cfg_ dest (``--steps STEPS``)
+        kwargs["metavar"] = "{true,false}" if tp is bool else f.name.upper()
         _tag(group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs), cls)
 
 
