@@ -49,6 +49,7 @@ def hand_built(path: str, parser: argparse.ArgumentParser) -> list[str]:
         name = "/".join(action.option_strings) or action.dest
         source = getattr(action, "salun_source", None)
         if source is None or not dataclasses.is_dataclass(source):
+            # the fix: a field of an option-group dataclass, added with config_cli.add_options
             bad.append(f"{path}: {name} is not generated from a dataclass")
             continue
         fields = {f.name for f in dataclasses.fields(source)}

@@ -7,7 +7,9 @@ Every verb that a recipe section configures takes ``--config FILE``: ``mask`` re
 Settings that live in a config dataclass get their flags from :mod:`salun.config_cli`, as
 the classifier verbs do: ``unlearn --method M`` parses one flag per field of M's config
 (``salun sd unlearn --method M --help`` lists them), and ``generate`` takes
-:class:`~salun.generation.sd.generate.SampleConfig`'s fields.
+:class:`~salun.generation.sd.generate.SampleConfig`'s fields. The verbs' own options
+(``--model``, ``--out``, the prompt sources...) are fields of the small dataclasses in
+:mod:`salun.generation.sd.cli_options`.
 
 The lead's ``salun.cli`` calls :func:`add_sd_subcommands` with its subparsers; every leaf
 parser sets ``func`` (called as ``args.func(args)``, returning an exit code). User errors
