@@ -8,6 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # tests use tiny models: one thread avoids oversubscribing a shared 2-core machine
 torch.set_num_threads(1)
 
+# shared fixtures that live in their own module (tests/ is on sys.path under pytest)
+pytest_plugins = ["sd_fixtures"]
+
 
 def pytest_collection_modifyitems(config, items):
     # `cuda` tests need a GPU: without one they are skipped (and counted as skipped)

@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from salun.data import ImageDataset
+from ddpm_fixtures import K, class_templates, tiny_denoiser
 from salun.generation.ddpm.data import endless_batches
 from salun.generation.ddpm.diffusion import NoiseSchedule, noisy_batch
 from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency, ddpm_saliency_mask
-from salun.generation.ddpm.model import DenoiserConfig, build_denoiser
+from salun.generation.ddpm.model import build_denoiser
 from salun.generation.ddpm.sampler import timestep_sequence
 from salun.generation.ddpm.unlearn import (
     GenUnlearnConfig,
@@ -26,29 +26,14 @@ from salun.generation.ddpm.unlearn import (
     unlearn_ddpm,
 )
 
-K = 3
 # dropout 0: the oracle must see the same network function as the code under test
-TINY = DenoiserConfig(
-    image_size=8,
-    in_channels=1,
-    num_classes=K,
-    block_out_channels=(8, 16),
-    attention_levels=(),
-    norm_num_groups=4,
-    dropout=0.0,
-)
+TINY = tiny_denoiser(dropout=0.0)
 SCHED = NoiseSchedule()
 
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(1)
-    labels = torch.arange(36) % K
-    templates = torch.rand(K, 1, 8, 8, generator=g) * 255
-    x = (templates[labels] + 30 * torch.randn(36, 1, 8, 8, generator=g)).clamp(0, 255)
-    ds = ImageDataset(x.round().to(torch.uint8), labels)
-    forget = ds.subset(torch.nonzero(labels == 0).flatten())
-    retain = ds.subset(torch.nonzero(labels != 0).flatten())
+    _, forget, retain = class_templates(36, seed=1)
     return forget, retain
 
 
@@ -183,9 +168,7 @@ def test_esd_pulls_toward_negative_guidance_of_the_frozen_original(monkeypatch, 
             target = e_null - eta * (e_c - e_null)
         return F.mse_loss(net(x_t, t, cf), target)
 
-    cfg = base_cfg(
-        method="esd", alpha=0.0, seed=6, grad_clip=0.0, esd_eta=eta, esd_xt="forward"
-    )
+    cfg = base_cfg(method="esd", alpha=0.0, seed=6, grad_clip=0.0, esd_eta=eta, esd_xt="forward")
     got = first_step_grads(monkeypatch, model, forget, retain, cfg)
     assert_grads_close(got, oracle_grads(model, forget, retain, cfg, 0.0, esd_forget, clip=1e9))
 

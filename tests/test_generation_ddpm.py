@@ -12,15 +12,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from ddpm_fixtures import K, class_templates, tiny_denoiser
 from salun.cli import main
-from salun.data import ImageDataset
 from salun.errors import ArtifactError, SalunError
 from salun.generation.ddpm.checkpoint import resume_train_state, save_checkpoint
 from salun.generation.ddpm.diffusion import NoiseSchedule, antithetic_timesteps, to_model_range
 from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency, ddpm_saliency_mask
 from salun.generation.ddpm.metrics import frechet_distance, unlearning_accuracy
 from salun.generation.ddpm.model import (
-    DenoiserConfig,
     build_denoiser,
     load_denoiser,
     save_denoiser,
@@ -37,28 +36,12 @@ from salun.generation.ddpm.unlearn import (
 )
 from salun.generation.grids import save_class_grid
 
-K = 3
-TINY = DenoiserConfig(
-    image_size=8,
-    in_channels=1,
-    num_classes=K,
-    block_out_channels=(8, 16),
-    attention_levels=(),
-    norm_num_groups=4,
-    dropout=0.1,
-)
+TINY = tiny_denoiser(dropout=0.1)
 
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(48) % K
-    templates = torch.rand(K, 1, 8, 8, generator=g) * 255
-    x = (templates[labels] + 30 * torch.randn(48, 1, 8, 8, generator=g)).clamp(0, 255)
-    ds = ImageDataset(x.round().to(torch.uint8), labels)
-    forget = ds.subset(torch.nonzero(labels == 0).flatten())
-    retain = ds.subset(torch.nonzero(labels != 0).flatten())
-    return ds, forget, retain
+    return class_templates(48, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
+# the `pipe` and `sets` fixtures: tests/sd_fixtures.py (a plugin of tests/conftest.py)
 from salun.errors import DatasetNotFoundError, SalunError  # noqa: E402
 from salun.generation.sd import deps  # noqa: E402
 from salun.generation.sd.data import from_tensors, load_image_folder  # noqa: E402
@@ -35,27 +36,7 @@ from salun.generation.sd.pipeline import (  # noqa: E402
 )
 from salun.generation.sd.tiny import tiny_pipeline  # noqa: E402
 from salun.generation.sd.unlearn import make_config, run_unlearning  # noqa: E402
-
-RES = 16  # image side of the tiny pipeline (latents 4×8×8)
-NUDE, CLOTHED = "a photo of a nude person", "a photo of a person wearing clothes"
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    # Tiny tensors: one thread is much faster than two on a shared, busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tiny_pipeline(seed=0, words=("nude",))
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sets():
-    g = torch.Generator().manual_seed(0)
-    imgs = torch.randint(0, 256, (8, 3, RES, RES), generator=g, dtype=torch.uint8)
-    forget = from_tensors(imgs[:4], [NUDE] * 4, RES).with_replacements(CLOTHED)
-    retain = from_tensors(imgs[4:], [CLOTHED] * 4, RES)
-    return forget, retain
+from sd_fixtures import CLOTHED, NUDE, RES  # noqa: E402
 
 
 def snapshot(unet):

@@ -21,8 +21,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
+# the `pipe` and `sets` fixtures: tests/sd_fixtures.py (a plugin of tests/conftest.py)
 from salun.generation.sd import esd as esd_mod  # noqa: E402
-from salun.generation.sd.data import from_tensors  # noqa: E402
 from salun.generation.sd.esd import ESDConfig, unlearn_esd  # noqa: E402
 from salun.generation.sd.fmn import FMNConfig, concept_token_weights, unlearn_fmn  # noqa: E402
 from salun.generation.sd.losses import predict  # noqa: E402
@@ -34,28 +34,8 @@ from salun.generation.sd.methods import (  # noqa: E402
     unlearn_salun,
 )
 from salun.generation.sd.pipeline import encode_prompts, tokenize  # noqa: E402
-from salun.generation.sd.tiny import tiny_pipeline  # noqa: E402
 from salun.generation.sd.train import SDTrainer  # noqa: E402
-
-RES = 16
-NUDE, CLOTHED = "a photo of a nude person", "a photo of a person wearing clothes"
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tiny_pipeline(seed=0, words=("nude",))
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sets():
-    g = torch.Generator().manual_seed(0)
-    imgs = torch.randint(0, 256, (8, 3, RES, RES), generator=g, dtype=torch.uint8)
-    forget = from_tensors(imgs[:4], [NUDE] * 4, RES).with_replacements(CLOTHED)
-    retain = from_tensors(imgs[4:], [CLOTHED] * 4, RES)
-    return forget, retain
+from sd_fixtures import CLOTHED, NUDE, RES  # noqa: E402
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import argparse
 import shlex
 import sys
 
+from salun.audit.cli_options import AuditOptions
+from salun.config_cli import add_options
 from salun.errors import SalunError
 
 
@@ -20,15 +22,7 @@ def add_audit_subcommands(subparsers: argparse._SubParsersAction) -> None:
             "--shadows reuses the finished shadows."
         ),
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help="an audit preset: configs/NAME.yaml (e.g. audit-cpu)")
-    src.add_argument("--config", help="an audit YAML file")
-    p.add_argument("--out", required=True, help="the audit folder (created; resumed if it exists)")
-    p.add_argument("--shadows", type=int, help="override K, the number of shadow pairs")
-    p.add_argument("--methods", nargs="+", help="audit only these method labels of the config")
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 is best on a busy machine)")
-    p.add_argument("--device", default="cpu", help="cpu (default), auto or cuda[:N]")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_options(p, AuditOptions)
     p.set_defaults(handler=cmd_audit)
 
 

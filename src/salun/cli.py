@@ -11,9 +11,21 @@ import json
 import sys
 import warnings
 
+from salun.cli_options import (
+    DataOption,
+    EvaluateOptions,
+    HelpOption,
+    MaskOptions,
+    RunOptions,
+    SplitOptions,
+    ThreadsOption,
+    TrainOptions,
+    UnlearnOptions,
+)
 from salun.config_cli import (
     OneLineParser,
     add_dataclass_args,
+    add_options,
     dataclass_from_args,
     overrides_from_args,
 )
@@ -26,20 +38,14 @@ from salun.validate import check_each, check_int, check_range, check_seed
 def _common(p: argparse.ArgumentParser) -> None:
     from salun.precision import add_policy_arguments
 
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_options(p, RunOptions)  # --device, --quiet
     add_threads_flag(p)
     add_policy_arguments(p)  # --precision, --channels-last, --deterministic, --compile
 
 
 def add_threads_flag(p: argparse.ArgumentParser) -> None:
     """``--threads N``: torch's CPU thread count for the command (see :func:`_run`)."""
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads (default: torch's); results can differ with the count, "
-        "and 1 is much faster for small models on a busy machine",
-    )
+    add_options(p, ThreadsOption)
 
 
 @contextlib.contextmanager
@@ -61,14 +67,6 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _data_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data",
-        help="the dataset, when it moved since training (default: the one the model records); "
-        "it must have the content the split was drawn from",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(  # every subcommand inherits its one-line errors
         prog="salun",
@@ -77,76 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("split", help="write a forget/retain split file")
-    p.add_argument("--data", required=True, help="dataset, e.g. fashion-mnist, cifar10, npz:PATH")
-    p.add_argument(
-        "--scenario",
-        required=True,
-        choices=["random", "class"],
-        help="random data forgetting or class-wise forgetting",
-    )
-    p.add_argument("--fraction", type=float, help="random: fraction of the train set to forget")
-    p.add_argument("--count", type=int, help="random: number of samples to forget")
-    p.add_argument("--classes", type=int, nargs="+", default=[], help="class-wise: classes")
-    p.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.0,
-        help="fraction of each class held out for validation (default: 0)",
-    )
-    p.add_argument("--out", required=True, help="split file to write (JSON)")
+    add_options(p, SplitOptions)
     add_overwrite_flag(p)
     p.set_defaults(handler=cmd_split)
 
     p = sub.add_parser("train", help="train an original model (or any model from scratch)")
-    p.add_argument("--data", required=True, help="dataset, e.g. fashion-mnist")
-    p.add_argument("--arch", default="cnn", help="resnet18, vgg16_bn, cnn or mlp (default: cnn)")
-    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
-    p.add_argument("--split", help="train on this split's D_f ∪ D_r (default: the whole train set)")
-    p.add_argument("--out", required=True, help="model folder to write")
+    add_options(p, TrainOptions)
     add_overwrite_flag(p)
     add_dataclass_args(p, TrainConfig)
     _common(p)
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="UA, RA, TA and MIA-efficacy of a model on a split")
-    p.add_argument("--model", required=True, help="model folder")
-    p.add_argument("--forget", required=True, help="split file")
-    _data_flag(p)
-    p.add_argument("--json", action="store_true", help="print metrics as JSON on stdout")
+    add_options(p, EvaluateOptions)
+    add_options(p, DataOption)
     _common(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("mask", help="saliency masks from the forget set (one gradient pass)")
-    p.add_argument("--model", required=True, help="the original model folder")
-    p.add_argument("--forget", required=True, help="split file")
-    p.add_argument(
-        "--keep",
-        type=float,
-        action="append",
-        help="kept fraction; repeat for several masks (default: 0.5)",
-    )
-    p.add_argument(
-        "--scope",
-        default="global",
-        choices=["global", "layer"],
-        help="global thresholding (paper) or per layer (ablation)",
-    )
-    p.add_argument("--batch-size", type=int, default=256, help="saliency batch size")
-    p.add_argument("--seed", type=int, default=0, help="seed for the batch order")
-    p.add_argument(
-        "--augment",
-        action="store_true",
-        help="random crop (the original recipe's padding) + flip of the D_f batches, as the "
-        "reference's mask pass (docs/method.md); off by default",
-    )
-    p.add_argument(
-        "--out",
-        required=True,
-        help="mask file (.safetensors); with several --keep, _keep<r> is appended",
-    )
+    add_options(p, MaskOptions)
     add_overwrite_flag(p)
-    _data_flag(p)
+    add_options(p, DataOption)
     _common(p)
     p.set_defaults(handler=cmd_mask)
 
@@ -155,17 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an unlearning method; `salun unlearn --method NAME --help` lists its settings",
         add_help=False,
     )
-    p.add_argument(
-        "--model", help="the original model folder (salun's, or a Hugging Face folder + --data)"
-    )
-    p.add_argument("--method", default="salun", help="method name (see `salun methods`)")
-    p.add_argument("--forget", help="split file")
-    p.add_argument("--mask", help="saliency mask file (any method accepts one)")
-    p.add_argument("--out", help="folder for the unlearned model and its evaluation")
+    add_options(p, UnlearnOptions)
     add_overwrite_flag(p)
-    _data_flag(p)
-    p.add_argument("--no-eval", action="store_true", help="skip the evaluation")
-    p.add_argument("-h", "--help", action="store_true", help="show help (with the method's flags)")
+    add_options(p, DataOption)
+    add_options(p, HelpOption)
     _common(p)
     p.set_defaults(handler=cmd_unlearn, parser=p)
 
@@ -288,15 +230,25 @@ def cmd_mask(args) -> None:
         print(f"wrote {p}", file=sys.stderr)
 
 
+def method_parser(name: str) -> OneLineParser:
+    """The second parser of ``salun unlearn --method NAME``: one flag per field of the
+    method's config, built once the method is known."""
+    from salun.methods import get_method
+
+    spec = get_method(name)
+    mp = OneLineParser(
+        prog=f"salun unlearn --method {spec.name}", description=f"{spec.name}: {spec.summary}"
+    )
+    add_dataclass_args(mp, spec.config)
+    return mp
+
+
 def cmd_unlearn(args) -> None:
     from salun.methods import get_method, make_config
     from salun.workflows import unlearn_model_folder
 
     spec = get_method(args.method)
-    mp = OneLineParser(
-        prog=f"salun unlearn --method {spec.name}", description=f"{spec.name}: {spec.summary}"
-    )
-    add_dataclass_args(mp, spec.config)
+    mp = method_parser(spec.name)
     if args.help:
         args.parser.print_help()
         print()

@@ -290,13 +290,22 @@ def _check_parent(p: Path) -> None:
     os.unlink(parent / f".salun-probe-{os.getpid()}")
 
 
+@dataclass(frozen=True)
+class OverwriteOption:
+    """The ``--overwrite`` flag every writing verb offers.
+
+    Attributes:
+        overwrite: replace an existing --out, only if it is a salun artifact of the same kind
+    """
+
+    overwrite: bool = False
+
+
 def add_overwrite_flag(parser) -> None:
-    """The ``--overwrite`` flag every writing verb offers."""
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing --out, only if it is a salun artifact of the same kind",
-    )
+    """Add :class:`OverwriteOption`'s ``--overwrite`` to a verb's parser."""
+    from salun.config_cli import add_options
+
+    add_options(parser, OverwriteOption)
 
 
 __all__ = ["OutputKind", "add_overwrite_flag", "claim_output", "kinds", "register_kind"]

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from salun.config_cli import add_options, option
 from salun.data.dataset import ImageDataset
 from salun.errors import SalunError
 
@@ -245,23 +246,28 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+@dataclass(frozen=True)
+class PolicyOptions:
+    """The device-policy flags; unset ones keep the environment's value (see
+    :func:`policy_from_env`).
+
+    Attributes:
+        precision: default: fp32 ($SALUN_PRECISION)
+        channels_last: default: auto (on for CUDA)
+        deterministic: bit-exact CUDA reruns (slower; $SALUN_DETERMINISTIC)
+        compile: torch.compile ($SALUN_COMPILE)
+    """
+
+    precision: str | None = option(choices=PRECISIONS)
+    channels_last: str | None = option(choices=["auto", "on", "off"])
+    deterministic: bool | None = None
+    compile: bool | None = None
+
+
 def add_policy_arguments(parser) -> None:
-    """Add ``--precision``, ``--channels-last``, ``--deterministic`` and ``--compile`` to an
-    argparse parser; unset flags keep the environment's value (see :func:`policy_from_env`)."""
-    g = parser.add_argument_group("device policy (docs/gpu.md)")
-    g.add_argument("--precision", choices=PRECISIONS, help="default: fp32 ($SALUN_PRECISION)")
-    g.add_argument(
-        "--channels-last", choices=["auto", "on", "off"], help="default: auto (on for CUDA)"
-    )
-    g.add_argument(
-        "--deterministic",
-        action="store_true",
-        default=None,
-        help="bit-exact CUDA reruns (slower; $SALUN_DETERMINISTIC)",
-    )
-    g.add_argument(
-        "--compile", action="store_true", default=None, help="torch.compile ($SALUN_COMPILE)"
-    )
+    """Add :class:`PolicyOptions`' ``--precision``, ``--channels-last``, ``--deterministic``
+    and ``--compile`` to an argparse parser, in their own group of the help."""
+    add_options(parser, PolicyOptions, title="device policy (docs/gpu.md)")
 
 
 def apply_policy_arguments(args) -> DevicePolicy:

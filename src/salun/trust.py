@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,25 @@ import torch
 
 from salun.errors import SalunError
 
-TRUST_HELP = (
-    "allow loading TorchScript (.pt) and torch.export (.pt2) files (classifiers, FID "
-    "networks): they are pickle-based and can run code while loading, so pass this only "
-    "for files from a source you trust"
-)
+
+@dataclass(frozen=True)
+class TrustOption:
+    """``--trust-code``, off by default.
+
+    Attributes:
+        trust_code: allow loading TorchScript (.pt) and torch.export (.pt2) files
+            (classifiers, FID networks): they are pickle-based and can run code while
+            loading, so pass this only for files from a source you trust
+    """
+
+    trust_code: bool = False
 
 
 def add_trust_flag(parser: argparse.ArgumentParser) -> None:
-    """Add ``--trust-code`` (off by default) to a subcommand."""
-    parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+    """Add :class:`TrustOption`'s ``--trust-code`` to a subcommand."""
+    from salun.config_cli import add_options
+
+    add_options(parser, TrustOption)
 
 
 def require_trust(path: str | Path, trust_code: bool, what: str) -> None:

@@ -12,10 +12,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from salun.bench.cli_options import BenchTarget, ReportTarget
 from salun.bench.config import BenchConfig, load_config
-from salun.bench.executors import EXECUTORS
 from salun.bench.presets import load_preset
 from salun.bench.runner import BenchOptions, run_bench
+from salun.config_cli import add_options, options_from_args
 from salun.errors import SalunError
 from salun.validate import check_nonnegative, check_positive
 
@@ -32,27 +33,9 @@ def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
             "(report.md, report.html) is written at the end."
         ),
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help="a preset name: ci, quick, standard or paper-cifar10")
-    src.add_argument("--config", help="a benchmark YAML file")
-    p.add_argument(
-        "--out",
-        required=True,
-        help="the result folder: created, or resumed if it is a benchmark folder of this config",
-    )
-    p.add_argument("--executor", choices=EXECUTORS, default="local", help="default: local")
-    p.add_argument("--ray-address", help="an existing Ray cluster (default: a local 2-CPU one)")
-    p.add_argument("--cpus-per-run", type=float, default=1, help="Ray: CPUs per run (default 1)")
-    p.add_argument("--gpus-per-run", type=float, help="Ray: GPUs per run (default: 1 on CUDA)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads per run (default: torch's); 1 is much faster for small "
-        "models on a busy machine",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
-    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    add_options(p, BenchTarget)  # --preset | --config, --out, --no-report
+    # --executor, --ray-address, --device, --quiet, --cpus-per-run, --gpus-per-run, --threads
+    add_options(p, BenchOptions, skip=("command", "report"))
     p.set_defaults(handler=cmd_bench)
 
     r = subparsers.add_parser(
@@ -60,7 +43,7 @@ def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
         help="write report.md and report.html for a benchmark folder",
         description="Write report.md, report.html and plots/*.png into a benchmark folder.",
     )
-    r.add_argument("dir", help="the benchmark folder (the --out of salun bench)")
+    add_options(r, ReportTarget)
     r.set_defaults(handler=cmd_report)
 
 
@@ -101,16 +84,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.gpus_per_run is not None:
         check_nonnegative("--gpus-per-run", args.gpus_per_run)
     cfg = _config(args)
-    options = BenchOptions(
-        executor=args.executor,
-        ray_address=args.ray_address,
-        device=args.device,
-        quiet=args.quiet,
-        cpus_per_run=args.cpus_per_run,
-        gpus_per_run=args.gpus_per_run,
-        threads=args.threads,
-        command=command_line(args),
-        report=not args.no_report,
+    options = options_from_args(
+        args, BenchOptions, command=command_line(args), report=not args.no_report
     )
     try:
         out = run_bench(cfg, args.out, options)

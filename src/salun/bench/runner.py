@@ -24,7 +24,7 @@ import numpy as np
 
 from salun.bench.audit_stage import audit_task_count, check_audits, run_audits
 from salun.bench.config import BenchConfig, MethodEntry
-from salun.bench.executors import Executor, make_executor
+from salun.bench.executors import EXECUTORS, Executor, make_executor
 from salun.bench.folder import claim_bench_folder
 from salun.bench.lock import BenchLock, describe_holder, report_lock
 from salun.bench.plan import (
@@ -54,6 +54,7 @@ from salun.bench.runlog import RunLog
 from salun.bench.session import Session, check_same_config, now
 from salun.bench.store import ResultStore
 from salun.bench.tasks import retrain_via
+from salun.config_cli import option
 from salun.data import Split, load_dataset, make_split, save_split
 from salun.errors import SalunError
 from salun.metrics import GAP_METRICS, avg_gap, gaps
@@ -64,22 +65,24 @@ OnRecord = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """How to run (never changes results, so not part of the config hash).
+    """How to run (never changes results, so not part of the config hash). ``salun bench``
+    takes its flags from these fields (the descriptions below are their help).
 
     Attributes:
-        executor: ``local`` or ``ray``.
-        ray_address: an existing Ray cluster; None starts a local 2-CPU instance.
-        device: ``auto``, ``cpu``, ``cuda``...
-        quiet: no progress bars and no per-run lines.
-        cpus_per_run, gpus_per_run: Ray resource requests (gpus default: 1 on CUDA).
-        threads: torch CPU threads per run (None: torch's default; Ray workers get
-            ``cpus_per_run``). Small models on a busy machine run much faster with 1.
+        executor: local (default) or ray
+        ray_address: an existing Ray cluster (default: a local 2-CPU one)
+        device: auto (default), cpu or cuda[:N]
+        quiet: no progress bars or per-run lines
+        cpus_per_run: Ray: CPUs per run (default 1)
+        gpus_per_run: Ray: GPUs per run (default: 1 on CUDA)
+        threads: torch CPU threads per run (default: torch's; Ray workers get
+            --cpus-per-run); 1 is much faster for small models on a busy machine
         command: the exact command line, recorded for the report.
         report: write ``report.md`` / ``report.html`` at the end of a finished run, while
             still holding the folder's lock.
     """
 
-    executor: str = "local"
+    executor: str = option("local", choices=EXECUTORS)
     ray_address: str | None = None
     device: str = "auto"
     quiet: bool = False

@@ -24,8 +24,24 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from salun.config_cli import add_dataclass_args, dataclass_from_args, overrides_from_args
+from salun.config_cli import (
+    add_dataclass_args,
+    add_options,
+    dataclass_from_args,
+    overrides_from_args,
+)
 from salun.errors import SalunError
+from salun.generation.ddpm.cli_options import (
+    ForgetClassOption,
+    GenCommonOptions,
+    GenDataOption,
+    GenEvaluateOptions,
+    GenMaskOptions,
+    GenSampleOptions,
+    GenTrainOptions,
+    GenUnlearnOptions,
+    WeightsOption,
+)
 from salun.generation.ddpm.evaluate import GenEvalConfig
 from salun.generation.ddpm.mask import DDPMMaskConfig
 from salun.generation.ddpm.model import DenoiserConfig
@@ -93,25 +109,14 @@ def _require(value, flag: str):
 
 
 def _common(p: argparse.ArgumentParser, *, data: bool = False, forget: bool = False) -> None:
-    p.add_argument("--config", help="preset YAML, e.g. configs/gen-fashion-cpu.yaml")
-    p.add_argument("--device", default=None, help="auto, cpu or cuda[:N] (default: auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_options(p, GenCommonOptions)  # --config, --device, --quiet
     from salun.cli import add_threads_flag  # applied by the main CLI for every verb
 
     add_threads_flag(p)
     if data:
-        p.add_argument("--data", dest="dataset", help="dataset, e.g. fashion-mnist")
+        add_options(p, GenDataOption)
     if forget:
-        p.add_argument("--forget-class", dest="forget_class", type=int, help="class to forget")
-
-
-def _weights(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--weights",
-        choices=["model", "ema"],
-        help="weights of a trained DDPM folder to use (default: preset or 'model'); "
-        "unlearned folders hold one set, used for either",
-    )
+        add_options(p, ForgetClassOption)
 
 
 def add_gen_subcommands(subparsers) -> None:
@@ -121,10 +126,7 @@ def add_gen_subcommands(subparsers) -> None:
 
     p = sub.add_parser("train", help="train the Original DDPM (or Retrain with --exclude-class)")
     _common(p, data=True)
-    p.add_argument("--out", required=True, help="DDPM model folder to write")
-    p.add_argument("--exclude-class", type=int, help="leave this class out (= Retrain)")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue an unfinished --out folder")
+    add_options(p, GenTrainOptions)
     add_overwrite_flag(p)
     add_dataclass_args(p, DenoiserConfig, skip=ARCH_SKIP)
     add_dataclass_args(p, DDPMTrainConfig)
@@ -132,47 +134,32 @@ def add_gen_subcommands(subparsers) -> None:
 
     p = sub.add_parser("mask", help="SalUn saliency mask of a DDPM for one class")
     _common(p, forget=True)
-    _weights(p)
-    p.add_argument("--model", required=True, help="the original DDPM folder")
-    p.add_argument("--out", required=True, help="mask file to write (.safetensors)")
-    p.add_argument("--random", action="store_true", help="a random mask (the ablation)")
+    add_options(p, WeightsOption)
+    add_options(p, GenMaskOptions)
     add_overwrite_flag(p)
     add_dataclass_args(p, DDPMMaskConfig)
     p.set_defaults(handler=cmd_mask)
 
     p = sub.add_parser("unlearn", help="forget a class: salun, rl, ga, esd or retrain")
     _common(p, forget=True)
-    _weights(p)
-    p.add_argument("--model", required=True, help="the original DDPM folder")
-    p.add_argument("--mask", help="mask file (required for --method salun)")
-    p.add_argument("--out", required=True, help="unlearned DDPM folder to write")
-    p.add_argument(
-        "--checkpoint-every", type=int, default=500, help="retrain only: checkpoint interval"
-    )
+    add_options(p, WeightsOption)
+    add_options(p, GenUnlearnOptions)
     add_overwrite_flag(p)
     add_dataclass_args(p, GenUnlearnConfig)
     p.set_defaults(handler=cmd_unlearn)
 
     p = sub.add_parser("sample", help="generate images per class and save a PNG grid")
     _common(p)
-    _weights(p)
-    p.add_argument("--model", required=True, help="DDPM folder")
-    p.add_argument("--classes", type=int, nargs="+", help="classes to draw (default: all)")
-    p.add_argument("--n-per-class", type=int, default=8, help="images per class (default: 8)")
-    p.add_argument("--out", required=True, help="PNG grid to write")
-    p.add_argument("--npz", help="also save the uint8 images and labels to this .npz")
+    add_options(p, WeightsOption)
+    add_options(p, GenSampleOptions)
     add_overwrite_flag(p)
     add_dataclass_args(p, SamplerConfig)
     p.set_defaults(handler=cmd_sample)
 
     p = sub.add_parser("evaluate", help="UA, retained accuracy, feature FD (+ Inception FID)")
     _common(p, forget=True)
-    _weights(p)
-    p.add_argument("--model", required=True, help="DDPM folder")
-    p.add_argument("--classifier", required=True, help="classifier folder (from `salun train`)")
-    p.add_argument("--grid", help="also write a per-class PNG grid of the samples")
-    p.add_argument("--out", help="write the record as JSON here")
-    p.add_argument("--json", action="store_true", help="print the record as JSON on stdout")
+    add_options(p, WeightsOption)
+    add_options(p, GenEvaluateOptions)
     add_trust_flag(p)  # --inception reads a TorchScript network
     add_overwrite_flag(p)
     add_dataclass_args(p, GenEvalConfig)

@@ -7,7 +7,9 @@ Every verb that a recipe section configures takes ``--config FILE``: ``mask`` re
 Settings that live in a config dataclass get their flags from :mod:`salun.config_cli`, as
 the classifier verbs do: ``unlearn --method M`` parses one flag per field of M's config
 (``salun sd unlearn --method M --help`` lists them), and ``generate`` takes
-:class:`~salun.generation.sd.generate.SampleConfig`'s fields.
+:class:`~salun.generation.sd.generate.SampleConfig`'s fields. The verbs' own options
+(``--model``, ``--out``, the prompt sources...) are fields of the small dataclasses in
+:mod:`salun.generation.sd.cli_options`.
 
 The lead's ``salun.cli`` calls :func:`add_sd_subcommands` with its subparsers; every leaf
 parser sets ``func`` (called as ``args.func(args)``, returning an exit code). User errors
@@ -24,14 +26,27 @@ from pathlib import Path
 from typing import Any
 
 from salun.cli import add_threads_flag
-from salun.config_cli import OneLineParser, add_dataclass_args, overrides_from_args
+from salun.cli_options import HelpOption
+from salun.config_cli import OneLineParser, add_dataclass_args, add_options, overrides_from_args
 from salun.errors import SalunError
+from salun.generation.sd.cli_options import (
+    ClassesOptions,
+    DataOptions,
+    EvalOutputOptions,
+    FidOptions,
+    GenerateOutputOptions,
+    ModelOptions,
+    NudityOptions,
+    PromptOptions,
+    SDMaskOptions,
+    SDUnlearnOptions,
+    TinyOptions,
+)
 from salun.io import atomic_write_json
 from salun.outputs import add_overwrite_flag, claim_output, register_kind
 from salun.trust import add_trust_flag
 from salun.validate import check_resolution
 
-DTYPES = ("float32", "float16", "bfloat16")
 TINY_MARKER = "salun_tiny.json"
 register_kind(
     "sd-tiny",
@@ -412,51 +427,27 @@ def _finish(args: argparse.Namespace, res: dict) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="local diffusers folder or single-file checkpoint")
-    p.add_argument("--single-file-config", help="local diffusers folder of configs for a .ckpt")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--dtype", default="float32", choices=DTYPES)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--resolution", type=int, default=None, help="image side (SD v1: 512)")
+    add_options(p, ModelOptions)
     add_threads_flag(p)
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="recipe YAML (configs/sd-nudity.yaml, sd-imagenette.yaml)")
-    p.add_argument("--imagenette", help="Imagenette train folder (<wnid>/ subfolders)")
-    p.add_argument("--forget-class", help="Imagenette class to forget (0-9 or name)")
-    p.add_argument("--forget", help="forget image folder (metadata.csv or --forget-prompt)")
-    p.add_argument("--retain", help="retain image folder")
-    p.add_argument("--forget-prompt", help="prompt of every forget image (flat folder)")
-    p.add_argument("--retain-prompt", help="prompt of every retain image (flat folder)")
-    p.add_argument("--replacement-prompt", help="SalUn's replacement prompt c'")
-
-
 def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``sd`` with ``mask | unlearn | generate | evaluate`` to ``subparsers``."""
+    """Add ``sd`` with ``tiny | mask | unlearn | generate | evaluate`` to ``subparsers``."""
     from salun.generation.sd.generate import SampleConfig
-    from salun.generation.sd.unlearn import CONFIGS
 
     sd = subparsers.add_parser("sd", help="Stable Diffusion unlearning (needs salun[sd])")
     sub = sd.add_subparsers(dest="sd_command", required=True)
 
     p = sub.add_parser("tiny", help="write a random tiny SD pipeline to try every verb offline")
-    p.add_argument("--out", required=True, help="folder for the pipeline (diffusers layout)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the random weights")
-    p.add_argument("--words", nargs="*", help="words that get one token each (e.g. nude)")
+    add_options(p, TinyOptions)
     add_threads_flag(p)
     add_overwrite_flag(p)
     p.set_defaults(func=cmd_tiny)
 
     p = sub.add_parser("mask", help="SalUn saliency mask over the UNet")
     _model_args(p)
-    _data_args(p)
-    p.add_argument("--out", required=True, help="mask file (.safetensors)")
-    p.add_argument("--keep", type=float, default=None, help="kept fraction (paper: 0.5)")
-    p.add_argument("--params", choices=("full", "xattn"), default=None)
-    p.add_argument("--guidance", type=float, help="w of (1+w)ε(c) − wε(∅) (default: 7.5)")
-    p.add_argument("--batch-size", type=int, help="forget images per gradient (default: 8)")
+    add_options(p, DataOptions)
+    add_options(p, SDMaskOptions)
     add_overwrite_flag(p)
     p.set_defaults(func=cmd_mask)
 
@@ -467,73 +458,36 @@ def add_sd_subcommands(subparsers: Any) -> argparse.ArgumentParser:
         add_help=False,  # --help also prints the chosen method's generated flags
     )
     _model_args(p)
-    _data_args(p)
-    p.add_argument("--method", choices=sorted(CONFIGS))
-    p.add_argument("--mask", help="mask file from `salun sd mask` (SalUn)")
-    p.add_argument("--out", help="folder for the unlearned UNet (required)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
-    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("-h", "--help", action="store_true", help="show help (with the method's flags)")
+    add_options(p, DataOptions)
+    add_options(p, SDUnlearnOptions)
+    add_options(p, HelpOption)
     add_overwrite_flag(p)
     p.set_defaults(func=cmd_unlearn, parser=p)
 
     p = sub.add_parser("generate", help="sample images for prompts into a folder")
     _model_args(p)
-    p.add_argument("--config", help="recipe YAML; its sample: section sets the defaults below")
-    p.add_argument("--unet", help="unlearned UNet folder to use instead of the model's")
-    p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
-    p.add_argument("--prompts", help="CSV with prompt[, evaluation_seed, ...] columns")
-    p.add_argument("--i2p", help="path of unsafe-prompts4703.csv, or 'sample'")
-    p.add_argument("--imagenette-prompts", action="store_true", help="'Image of {class}'")
-    p.add_argument("--classes", nargs="*", help="Imagenette classes for --imagenette-prompts")
+    add_options(p, PromptOptions)
     # --steps, --guidance, --n-per-prompt, --batch-size; --resolution is _model_args's.
     add_dataclass_args(p, SampleConfig, skip=("resolution", "use_prompt_guidance"))
-    p.add_argument(
-        "--use-prompt-guidance",
-        action="store_true",
-        help="take each prompt list's own guidance value instead of --guidance",
-    )
-    p.add_argument("--scheduler", help="lms (default, the reference) | ddim | pndm | ...")
-    p.add_argument("--out", required=True)
-    p.add_argument("--grid", help="also write an image grid PNG")
-    p.add_argument("--grid-max", type=int, default=64)
+    add_options(p, GenerateOutputOptions)  # --use-prompt-guidance, --scheduler, --out...
     add_overwrite_flag(p)
     p.set_defaults(func=cmd_generate)
 
     ev = sub.add_parser("evaluate", help="nudity | classes | fid on a generated folder")
     evs = ev.add_subparsers(dest="sd_metric", required=True)
     p = evs.add_parser("nudity", help="NudeNet 3.4.2 exposed-part counts")
-    p.add_argument("--images", required=True)
-    p.add_argument("--threshold", type=float, help="NudeNet score threshold (default: 0.0)")
-    p.add_argument("--classes", nargs="*", help="NudeNet classes to count")
-    p.add_argument("--nudenet-model", help="another NudeNet ONNX model file")
+    add_options(p, NudityOptions)
     p.set_defaults(func=cmd_eval_nudity)
     p = evs.add_parser("classes", help="classifier accuracy / UA on class prompts")
-    p.add_argument("--images", required=True)
-    p.add_argument("--classifier", help="TorchScript file or module:function")
+    add_options(p, ClassesOptions)
     add_trust_flag(p)
-    p.add_argument("--imagenet-outputs", action="store_true", help="1000-way ImageNet logits")
-    p.add_argument("--forget-class")
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval_classes)
     p = evs.add_parser("fid", help="FID against real images (offline weights only)")
-    p.add_argument("--images", required=True)
-    p.add_argument("--real", required=True)
-    p.add_argument("--exclude-label", type=int, help="drop real images of this label")
-    p.add_argument("--fid-weights", help="TorchScript Inception file")
-    p.add_argument(
-        "--allow-missing-fid",
-        action="store_true",
-        help="without an FID network, write the report with fid null instead of failing",
-    )
+    add_options(p, FidOptions)
     add_trust_flag(p)
-    p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_eval_fid)
     for p in evs.choices.values():
         add_threads_flag(p)
-        p.add_argument("--json-out", help="also write the result as JSON")
-        p.add_argument("--config", help="recipe YAML; its evaluate: section sets defaults")
+        add_options(p, EvalOutputOptions)  # --json-out, --config
         add_overwrite_flag(p)
     return sd
