@@ -68,6 +68,13 @@ def by_label(rows: list[Row]) -> dict[str, Row]:
     return {r.method: r for r in rows}
 
 
+def each_table(all_tables):
+    """(protocol, scenario, rows, rows by label) of every table."""
+    for protocol, per_scenario in all_tables.items():
+        for scenario, rows in per_scenario.items():
+            yield protocol, scenario, rows, by_label(rows)
+
+
 def salun_vs_each(all_tables) -> list[str]:
     out = [
         "## SalUn against each method",
@@ -77,28 +84,24 @@ def salun_vs_each(all_tables) -> list[str]:
         "seeds (> 0: SalUn is closer to Retrain). 'not distinguishable' = the interval holds 0.",
         "",
     ]
-    for protocol, per_scenario in all_tables.items():
-        for scenario, rows in per_scenario.items():
-            rows_by = by_label(rows)
-            sal = rows_by.get("salun")
-            if sal is None:
+    for protocol, scenario, rows, rb in each_table(all_tables):
+        sal = rb.get("salun")
+        if sal is None:
+            continue
+        out += [
+            f"### {scenario}, protocol {protocol}",
+            "",
+            f"SalUn: Avg. Gap {fmt_ci(sal.avg_gap_trials)} over seeds {list(sal.seeds)}.",
+            "",
+            "| method | Avg. Gap | method − SalUn | verdict |",
+            "|---|---|---|---|",
+        ]
+        for r in rows:
+            if r.method in ("retrain", "salun"):
                 continue
-            out += [
-                f"### {scenario}, protocol {protocol}",
-                "",
-                f"SalUn: Avg. Gap {fmt_ci(sal.avg_gap_trials)} over seeds {list(sal.seeds)}.",
-                "",
-                "| method | Avg. Gap | method − SalUn | verdict |",
-                "|---|---|---|---|",
-            ]
-            for r in rows:
-                if r.method in ("retrain", "salun"):
-                    continue
-                d = paired_difference(r.avg_gap_by_seed, sal.avg_gap_by_seed)
-                out.append(
-                    f"| {r.method} | {fmt_ci(r.avg_gap_trials)} | {fmt_ci(d)} | {verdict(d)} |"
-                )
-            out.append("")
+            d = paired_difference(r.avg_gap_by_seed, sal.avg_gap_by_seed)
+            out.append(f"| {r.method} | {fmt_ci(r.avg_gap_trials)} | {fmt_ci(d)} | {verdict(d)} |")
+        out.append("")
     return out
 
 
@@ -112,17 +115,15 @@ def mia_check(all_tables) -> list[str]:
         "| scenario | protocol | Retrain | RL | SalUn | RL − Retrain | SalUn − Retrain |",
         "|---|---|---|---|---|---|---|",
     ]
-    for protocol, per_scenario in all_tables.items():
-        for scenario, rows in per_scenario.items():
-            rb = by_label(rows)
-            if not {"retrain", "rl", "salun"} <= rb.keys():
-                continue
-            ref = rb["retrain"].metrics["MIA"]
-            rl, sal = rb["rl"].metrics["MIA"], rb["salun"].metrics["MIA"]
-            out.append(
-                f"| {scenario} | {protocol} | {fmt_ci(ref)} | {fmt_ci(rl)} | {fmt_ci(sal)} "
-                f"| {rl.mean - ref.mean:+.2f} | {sal.mean - ref.mean:+.2f} |"
-            )
+    for protocol, scenario, _, rb in each_table(all_tables):
+        if not {"retrain", "rl", "salun"} <= rb.keys():
+            continue
+        ref = rb["retrain"].metrics["MIA"]
+        rl, sal = rb["rl"].metrics["MIA"], rb["salun"].metrics["MIA"]
+        out.append(
+            f"| {scenario} | {protocol} | {fmt_ci(ref)} | {fmt_ci(rl)} | {fmt_ci(sal)} "
+            f"| {rl.mean - ref.mean:+.2f} | {sal.mean - ref.mean:+.2f} |"
+        )
     return out + [""]
 
 
@@ -135,12 +136,10 @@ def rte_ratio(all_tables) -> list[str]:
         "| scenario | protocol | SalUn RTE (s) | Retrain RTE (s) | ratio |",
         "|---|---|---|---|---|",
     ]
-    for protocol, per_scenario in all_tables.items():
-        for scenario, rows in per_scenario.items():
-            rb = by_label(rows)
-            if {"retrain", "salun"} <= rb.keys():
-                s, r = rb["salun"].rte.mean, rb["retrain"].rte.mean
-                out.append(f"| {scenario} | {protocol} | {s:.1f} | {r:.1f} | {s / r:.3f} |")
+    for protocol, scenario, _, rb in each_table(all_tables):
+        if {"retrain", "salun"} <= rb.keys():
+            s, r = rb["salun"].rte.mean, rb["retrain"].rte.mean
+            out.append(f"| {scenario} | {protocol} | {s:.1f} | {r:.1f} | {s / r:.3f} |")
     return out + [""]
 
 
@@ -202,19 +201,17 @@ def ablation(records: list[dict]) -> list[str]:
         "saliency MIA | random MIA | verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for protocol, per_scenario in tables(records).items():
-        for scenario, rows in per_scenario.items():
-            rb = by_label(rows)
-            if not {"salun", "salun_random_mask"} <= rb.keys():
-                continue
-            s, r = rb["salun"], rb["salun_random_mask"]
-            d = paired_difference(r.avg_gap_by_seed, s.avg_gap_by_seed)
-            v = verdict(d).replace("SalUn", "saliency mask")
-            out.append(
-                f"| {scenario} | {protocol} | {fmt_ci(s.avg_gap_trials)} | "
-                f"{fmt_ci(r.avg_gap_trials)} | {fmt_ci(d)} | {fmt_ci(s.metrics['MIA'])} | "
-                f"{fmt_ci(r.metrics['MIA'])} | {v} |"
-            )
+    for protocol, scenario, _, rb in each_table(tables(records)):
+        if not {"salun", "salun_random_mask"} <= rb.keys():
+            continue
+        s, r = rb["salun"], rb["salun_random_mask"]
+        d = paired_difference(r.avg_gap_by_seed, s.avg_gap_by_seed)
+        v = verdict(d).replace("SalUn", "saliency mask")
+        out.append(
+            f"| {scenario} | {protocol} | {fmt_ci(s.avg_gap_trials)} | "
+            f"{fmt_ci(r.avg_gap_trials)} | {fmt_ci(d)} | {fmt_ci(s.metrics['MIA'])} | "
+            f"{fmt_ci(r.metrics['MIA'])} | {v} |"
+        )
     return out + [""]
 
 
