@@ -267,3 +267,13 @@ def test_committed_quick_folder_of_before_the_protocols_still_reports(tmp_path, 
     assert "**The tuning seed [0] is also a reported seed**" in md
     assert "this ranking is not significant" in md
     assert "| tuned | class0 | salun | lr = 0.01 | search on seed 0 |" in md
+
+
+def test_a_report_with_one_method_ranks_nothing():
+    """An ablation run of one variant: no 'every other method is worse' (there is none)."""
+    from salun.report.build import _ranking_text
+
+    rows = summarize([r for r in records([0, 1, 2]) if r["method"] in ("retrain", "ft")])
+    text = _ranking_text(rows["random10"])
+    assert text.startswith("One method: **ft**, mean per-seed Avg. Gap 3.20 (95 % CI")
+    assert "worse" not in text and "Smallest" not in text

@@ -275,7 +275,10 @@ def _ranking_text(rows) -> str:
     best = min(methods, key=lambda r: r.rank)
     n = n_seeds(rows)
     g = best.avg_gap_trials
-    if n < 2:
+    if len(methods) == 1:  # nothing to rank (e.g. an ablation run of one variant)
+        text = f"One method: **{best.method}**, mean per-seed Avg. Gap {fmt(g.mean)}"
+        text += f" (95 % CI {fmt_ci(g)}, {n} seeds)." if n >= 2 else ", one seed."
+    elif n < 2:
         text = (
             f"Smallest Avg. Gap: **{best.method}** ({fmt(g.mean)}), on one seed: **this "
             "ranking is not significant**."
