@@ -113,6 +113,16 @@ def check_range(
         raise SalunError(f"{name} must lie in {interval}, got {_show(value)}")
 
 
+def check_keys(mapping: Any, allowed: Iterable[str], where: str) -> None:
+    """A config mapping holds only ``allowed`` keys (the first unknown one is named)."""
+    allowed = set(allowed)
+    bad = sorted(set(mapping) - allowed)
+    if bad:
+        raise SalunError(
+            f"{where}: unknown key {bad[0]!r}; allowed keys are: {', '.join(sorted(allowed))}"
+        )
+
+
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     """``value`` must be one of ``choices``."""
     choices = tuple(choices)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from salun.errors import SalunError
+from salun.validate import check_keys
 
 MIN_SHADOWS = 3  # leave one pair out: each held-out pair's Gaussians need >= 2 others
 VARIANCES = ("global", "per_example")
@@ -66,11 +67,7 @@ def parse_audit_column(raw: Any, scenarios: Sequence[Any], source: str) -> Audit
     """
     if not isinstance(raw, Mapping):
         raise SalunError(f"{source}: audit must be a mapping, e.g. audit: {{shadows: 16}}")
-    bad = sorted(set(raw) - set(_KEYS))
-    if bad:
-        raise SalunError(
-            f"{source}: audit: unknown key {bad[0]!r}; allowed keys are: {', '.join(_KEYS)}"
-        )
+    check_keys(raw, _KEYS, f"{source}: audit")
     if "shadows" not in raw:
         raise SalunError(f"{source}: audit needs shadows: K (the shadow pairs, >= {MIN_SHADOWS})")
     shadows = _int(raw["shadows"], "shadows", MIN_SHADOWS)

@@ -37,6 +37,7 @@ from salun.validate import (
     check_each,
     check_fields,
     check_int,
+    check_keys,
     check_positive,
     check_range,
     check_seed,
@@ -201,14 +202,6 @@ _TOP_KEYS = ({f.name for f in fields(BenchConfig)} - {"protocols"}) | {
 _REQUIRED = ("dataset", "arch", "original", "scenarios", "seeds", "methods")
 
 
-def _check_keys(d: Mapping, allowed: set[str], where: str) -> None:
-    bad = sorted(set(d) - allowed)
-    if bad:
-        raise SalunError(
-            f"{where}: unknown key {bad[0]!r}; allowed keys are: {', '.join(sorted(allowed))}"
-        )
-
-
 def _check_name(name: Any, what: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise SalunError(f"{what} {name!r} must be letters, digits, '_' or '-' (no dots/spaces)")
@@ -231,7 +224,7 @@ def parse_scenario(item: Any) -> Scenario:
         )
     if not isinstance(item, Mapping):
         raise SalunError(f"a scenario must be a string or a mapping, got {item!r}")
-    _check_keys(item, {f.name for f in fields(Scenario)}, f"scenario {item.get('name')!r}")
+    check_keys(item, {f.name for f in fields(Scenario)}, f"scenario {item.get('name')!r}")
     if "name" not in item or "kind" not in item:
         raise SalunError(f"scenario {dict(item)} needs a name and a kind (random or class)")
     name = _check_name(item["name"], "scenario name")
@@ -303,7 +296,7 @@ def _check_grid(label: str, method: str, body: Mapping, cfg: Any) -> None:
 def parse_original(raw: Any) -> TrainConfig:
     if not isinstance(raw, Mapping):
         raise SalunError("original must be a mapping of training settings, e.g. {epochs: 30}")
-    _check_keys(raw, {f.name for f in fields(TrainConfig)} - {"seed"}, "original")
+    check_keys(raw, {f.name for f in fields(TrainConfig)} - {"seed"}, "original")
     d = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
     try:
         return TrainConfig(**d)
@@ -315,7 +308,7 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
     """Build a :class:`BenchConfig` from a parsed YAML mapping; every key is checked."""
     if not isinstance(raw, Mapping):
         raise SalunError(f"{source}: the top level must be a mapping")
-    _check_keys(raw, _TOP_KEYS, source)
+    check_keys(raw, _TOP_KEYS, source)
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise SalunError(f"{source}: missing key {missing[0]!r}")
