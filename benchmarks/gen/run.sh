@@ -100,7 +100,9 @@ unlearn salun salun "$R/mask.safetensors"
 unlearn salun-random-mask salun "$R/mask-random.safetensors"
 unlearn rl rl ""
 unlearn ga ga ""
-unlearn esd esd ""
+# the preset's 1 000 x 64 schedule is SalUn's; ESD takes the reference's 10 000 x 1 (its
+# partial sampling runs up to 50 guided DDIM steps per iteration, so batch 64 would be ~50x)
+unlearn esd esd "" --iterations 10000 --batch-size 1
 step "retrain"
 "$SALUN" gen unlearn --config "$C" "${DEV[@]}" --model "$R/original" --method retrain --out "$R/retrain"
 
