@@ -98,10 +98,17 @@ def test_fashion_report_steps_flags_and_resumption(fake, tmp_path):
     assert len(calls_of(calls, "gen evaluate")) == 7
     assert "| salun | 99.0 |" in out  # summarize.py ran on the records
 
-    # a second run redoes nothing but the resumable trainings (Original, Retrain)
+    assert all(
+        flag(c, "--checkpoint-every") == "50" for c in unlearn.values() if "retrain" not in c
+    )
+
+    # a second run redoes nothing but the resumable trainings (Original, Retrain) and the
+    # unlearning run left unfinished (a checkpoint), which the same command continues
+    meta = run_dir / "rl" / "model.json"
+    meta.write_text(json.dumps({"complete": False, "steps_done": 100}, indent=2))
     again, _ = run(fake, str(run_dir))
-    assert [c.split()[:2] for c in again] == [["gen", "train"], ["gen", "unlearn"]]
-    assert flag(again[1], "--method") == "retrain"
+    assert [c.split()[:2] for c in again] == [["gen", "train"]] + [["gen", "unlearn"]] * 2
+    assert flag(again[1], "--method") == "rl" and flag(again[2], "--method") == "retrain"
 
 
 def test_cifar10_preset_uses_the_resnet34_judge(fake, tmp_path):

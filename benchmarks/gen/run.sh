@@ -8,9 +8,9 @@
 #   --ablation SEEDS   only the saliency-mask vs random-mask ablation, one mask and one
 #                      SalUn run per seed and per mask kind (then benchmarks/gen/ablation.py)
 #
-# Resumable: every step whose output already exists is skipped, and the two DDPM trainings
-# continue from their last checkpoint. Needs `scripts/setup.sh diffusion`. SALUN=... picks
-# another salun executable; DEVICE=cuda runs on a GPU.
+# Resumable: every step whose output already exists is skipped, and the DDPM trainings and
+# unlearning runs continue from their last checkpoint. Needs `scripts/setup.sh diffusion`.
+# SALUN=... picks another salun executable; DEVICE=cuda runs on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -61,13 +61,17 @@ evaluate() {  # name
   "$SALUN" gen evaluate --config "$C" "${DEV[@]}" --model "$R/$1" --classifier "$R/classifier" \
     --grid "$R/$1.png" --out "$R/$1.eval.json"
 }
+finished() {  # folder: a model folder that is not an unfinished checkpoint
+  [ -f "$1/model.json" ] && ! grep -q '"complete": false' "$1/model.json"
+}
 unlearn() {  # name method [mask] [extra flags...]
   local name=$1 method=$2 mask=${3:-}
   shift 3 2>/dev/null || shift $#
-  [ -f "$R/$name/model.json" ] && return 0
+  finished "$R/$name" && return 0
   step "unlearn $name"
+  # checkpointed every 50 iterations: the same command continues a killed run exactly
   "$SALUN" gen unlearn --config "$C" "${DEV[@]}" --model "$R/original" --method "$method" \
-    ${mask:+--mask "$mask"} "$@" --out "$R/$name"
+    ${mask:+--mask "$mask"} --checkpoint-every 50 "$@" --out "$R/$name"
 }
 mask() {  # file [extra flags...]
   local file=$1; shift

@@ -129,7 +129,13 @@ register_kind(
     is_dir=True,
     what="salun DDPM folder",
     recognise=_sidecar_format("model.json", "salun-ddpm-1"),
-    owns=_names("model.json", "model.safetensors", "ema.safetensors", "train_state.safetensors"),
+    owns=_names(
+        "model.json",
+        "model.safetensors",
+        "ema.safetensors",
+        "train_state.safetensors",  # a training checkpoint's resume state
+        "unlearn_state.safetensors",  # an unlearning checkpoint's
+    ),
 )
 register_kind(
     "split", is_dir=False, what="salun split file", recognise=_json_format("salun-split-1")

@@ -8,6 +8,8 @@ import random
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,25 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+# keeps the dropout stream apart from a run's own generator seeded with the same number
+_GLOBAL_STREAM_OFFSET = 0x9E3779B97F4A7C15
+
+
+@contextmanager
+def seeded_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run a block with torch's global RNG (what ``nn.Dropout`` draws from) seeded from
+    ``seed``, and give the caller's global RNG back afterwards.
+
+    torch seeds its default generator randomly in every process, so a model trained in
+    train mode with dropout is only reproducible when its run seeds that generator.
+    """
+    dev = torch.device(device)
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda if dev.type == "cuda" else []):
+        torch.manual_seed((seed + _GLOBAL_STREAM_OFFSET) % 2**63)
+        yield
 
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")

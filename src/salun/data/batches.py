@@ -70,6 +70,7 @@ def iterate_batches(
     device: torch.device | str = "cpu",
     augment: Augment | None = None,
     drop_last: bool = False,
+    order: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(x, y)`` batches: x float in [0, 1] on ``device``, y int64 on ``device``.
 
@@ -81,11 +82,15 @@ def iterate_batches(
         device: where batches go.
         augment: training-time augmentation; None for evaluation (test transform).
         drop_last: drop a final incomplete batch.
+        order: the sample indices to visit, in order, instead of a new permutation or
+            ``0..n-1`` (a resumed stream passes the rest of its pass).
     """
-    n = len(data)
     if (shuffle or (augment is not None and augment.active)) and generator is None:
         raise ValueError("shuffling or augmenting needs a torch.Generator for reproducibility")
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if order is None:
+        n = len(data)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    n = len(order)
     stop = n - n % batch_size if drop_last else n
     chunks = [order[start : start + batch_size] for start in range(0, stop, batch_size)]
     # a streamed dataset (salun.data.streaming) reads the same index batches from its

@@ -3,9 +3,8 @@
 A checkpoint is an ordinary DDPM model folder (raw + EMA weights, ``model.json`` with
 ``complete`` and ``steps_done``) that also holds the Adam moments, the step and the RNG
 state. A killed run therefore leaves a usable, clearly-marked partial model, and
-``resume_train_state`` continues it (or a finished one, to train it longer). The data
-order after a resume differs from an uninterrupted run (the position inside the shuffled
-epoch is not kept).
+``resume_train_state`` continues it (or a finished one, to train it longer) exactly where
+it stopped: the batch stream's position and the dropout RNG are kept too.
 """
 
 from __future__ import annotations
@@ -31,13 +30,35 @@ from salun.generation.ddpm.train import DDPMTrainConfig, TrainState, make_optimi
 STATE_FILE = "train_state.safetensors"
 
 
+def optimizer_tensors(
+    model: torch.nn.Module, opt: torch.optim.Optimizer
+) -> dict[str, torch.Tensor]:
+    """The optimiser's per-parameter state as flat tensors ``adam.{index}.{key}``."""
+    tensors = {}
+    for i, p in enumerate(model.parameters()):
+        for k, v in opt.state.get(p, {}).items():
+            # a copy: on the CPU `.to("cpu")` would alias the live, still-updated moments
+            tensors[f"adam.{i}.{k}"] = v.detach().to("cpu", copy=True).contiguous()
+    return tensors
+
+
+def load_optimizer_tensors(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
+) -> None:
+    """Put back what :func:`optimizer_tensors` saved (``model`` already on its device)."""
+    for i, p in enumerate(model.parameters()):
+        entry = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"adam.{i}.")}
+        if entry:
+            opt.state[p] = {k: v.to(p.device) if v.dim() else v for k, v in entry.items()}
+
+
 def _state_tensors(state: TrainState) -> dict[str, torch.Tensor]:
     tensors = {"rng": state.generator.get_state(), "step": torch.tensor(state.step)}
-    params = list(state.model.parameters())
-    for i, p in enumerate(params):
-        for k, v in state.optimizer.state.get(p, {}).items():
-            tensors[f"adam.{i}.{k}"] = v.detach().to("cpu").contiguous()
-    return tensors
+    if state.dropout_rng is not None:
+        tensors["rng.dropout"] = state.dropout_rng
+    for k, v in (state.stream_state or {}).items():
+        tensors[f"stream.{k}"] = v
+    return {**tensors, **optimizer_tensors(state.model, state.optimizer)}
 
 
 def save_checkpoint(
@@ -71,11 +92,18 @@ def resume_train_state(
     ema.to(device).eval().requires_grad_(False)
     tensors = load_state(path / STATE_FILE)
     opt = make_optimizer(model, cfg)
-    params = list(model.parameters())
-    for i, p in enumerate(params):
-        entry = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"adam.{i}.")}
-        if entry:
-            opt.state[p] = {k: v.to(p.device) if v.dim() else v for k, v in entry.items()}
+    load_optimizer_tensors(model, opt, tensors)
     gen = torch.Generator()
     gen.set_state(tensors["rng"])
-    return TrainState(model, ema, opt, int(tensors["step"]), gen, list(meta.get("history", [])))
+    # checkpoints of older versions hold neither: their resume starts a new pass
+    stream = {k[len("stream.") :]: v for k, v in tensors.items() if k.startswith("stream.")}
+    return TrainState(
+        model,
+        ema,
+        opt,
+        int(tensors["step"]),
+        gen,
+        list(meta.get("history", [])),
+        stream_state=stream or None,
+        dropout_rng=tensors.get("rng.dropout"),
+    )

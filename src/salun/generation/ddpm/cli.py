@@ -217,20 +217,16 @@ def cmd_mask(args) -> None:
 
 def cmd_unlearn(args) -> None:
     from salun.generation.ddpm.model import read_denoiser_meta
-    from salun.generation.ddpm.workflows import train_to_folder, unlearn_to_folder
+    from salun.generation.ddpm.unlearn_state import matching_run
+    from salun.generation.ddpm.workflows import train_to_folder, unlearn_record, unlearn_to_folder
 
     preset = load_preset(args.config)
     forget_class = _require(_pick(args, preset, "forget_class"), "--forget-class")
     device = _pick(args, preset, "device", "auto")
     method = args.cfg_method or section(preset, "unlearn", GenUnlearnConfig).get("method", "salun")
-    # Retrain resumes an unfinished --out folder of its own kind, as `gen train --resume`.
-    claim_output(
-        args.out,
-        "ddpm",
-        overwrite=args.overwrite or method == "retrain",
-        inputs=[args.model, args.mask],
-    )
     if method == "retrain":
+        # Retrain resumes an unfinished --out folder of its own kind, as `gen train --resume`
+        claim_output(args.out, "ddpm", overwrite=True, inputs=[args.model])
         # Retrain = the Original's recorded recipe and architecture on D_r only (a preset's
         # train section, if given, overrides the recorded values)
         meta = read_denoiser_meta(args.model)
@@ -259,20 +255,40 @@ def cmd_unlearn(args) -> None:
         cfg = dataclass_from_args(args, GenUnlearnConfig, **unlearn_section)
     except TypeError as e:
         raise SalunError(f"bad unlearn settings: {e}") from None
+    weights = _pick(args, preset, "weights", "model")
+    # the same command on an --out that holds this very run continues it (or finds it done)
+    previous = None
+    if not args.overwrite and (Path(args.out) / "model.json").is_file():
+        identity = unlearn_record(
+            args.model, forget_class, cfg, mask_file=args.mask, weights=weights
+        )
+        previous = matching_run(args.out, identity)
+    if previous is not None and previous.get("complete") is not False:
+        _say(args, f"{args.out} already holds this finished {cfg.method} run; nothing to do")
+        return
+    claim_output(
+        args.out,
+        "ddpm",
+        overwrite=args.overwrite or previous is not None,
+        inputs=[args.model, args.mask],
+    )
     record = unlearn_to_folder(
         args.model,
         forget_class,
         cfg,
         args.out,
         mask_file=args.mask,
-        weights=_pick(args, preset, "weights", "model"),
+        weights=weights,
         device=device,
         quiet=args.quiet,
+        checkpoint_every=args.checkpoint_every,
+        resume=previous is not None,
     )
+    resumed = f", resumed at step {record['resumed_at_step']}" if previous is not None else ""
     _say(
         args,
         f"wrote {args.out}: {cfg.method} (alpha {record['alpha_used']:.4g}) "
-        f"in {record['seconds']:.0f} s",
+        f"in {record['seconds']:.0f} s{resumed}",
     )
 
 

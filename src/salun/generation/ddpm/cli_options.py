@@ -99,7 +99,8 @@ class GenUnlearnOptions:
         model: the original DDPM folder
         mask: mask file (required for --method salun)
         out: unlearned DDPM folder to write
-        checkpoint_every: retrain only: checkpoint interval
+        checkpoint_every: steps between checkpoints of --out (Retrain: training steps;
+            the others: iterations); rerunning the same command continues from the last
     """
 
     model: str | None = option(required=True)

@@ -15,16 +15,17 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from salun.data import ImageDataset
 from salun.errors import SalunError
-from salun.generation.ddpm.data import endless_batches
+from salun.generation.ddpm.data import BatchStream, endless_batches
 from salun.generation.ddpm.diffusion import NoiseSchedule, diffusion_loss
 from salun.generation.ddpm.model import Denoiser
 from salun.train import check_finite
-from salun.utils import progress
+from salun.utils import progress, seeded_global_rng
 from salun.validate import check_choice, check_fields, check_nonnegative, check_range, check_seed
 
 
@@ -90,6 +91,9 @@ class TrainState:
     step: int
     generator: torch.Generator
     history: list[dict] = field(default_factory=list)
+    # where the run's batch stream and dropout RNG stood at the last checkpoint (None: new)
+    stream_state: dict[str, torch.Tensor] | None = None
+    dropout_rng: torch.Tensor | None = None
 
 
 def make_optimizer(model: Denoiser, cfg: DDPMTrainConfig) -> torch.optim.Adam:
@@ -154,8 +158,39 @@ def train_ddpm(
         raise SalunError("the resume state belongs to another model object")
     state.ema.to(device)
     batches = endless_batches(data, cfg.batch_size, state.generator, device, flip=cfg.flip)
+    if state.stream_state is not None:
+        batches.load_state_dict(state.stream_state)
     bar = progress(total=cfg.steps, desc=desc, quiet=quiet)
     bar.update(state.step)
+    # the UNet's dropout draws from torch's global RNG: seeded, and kept with each checkpoint
+    with seeded_global_rng(cfg.seed, device):
+        if state.dropout_rng is not None:
+            torch.set_rng_state(state.dropout_rng)
+        _train_steps(model, batches, cfg, schedule, state, bar, checkpoint, checkpoint_every)
+        if checkpoint is not None:
+            checkpoint(_mark(state, batches))
+    bar.close()
+    model.eval()
+    return state
+
+
+def _mark(state: TrainState, batches: BatchStream) -> TrainState:
+    """Record in ``state`` where the stream and the dropout RNG stand (for a checkpoint)."""
+    state.stream_state = batches.state_dict()
+    state.dropout_rng = torch.get_rng_state()
+    return state
+
+
+def _train_steps(
+    model: Denoiser,
+    batches: BatchStream,
+    cfg: DDPMTrainConfig,
+    schedule: NoiseSchedule,
+    state: TrainState,
+    bar: Any,
+    checkpoint: Callable[[TrainState], None] | None,
+    checkpoint_every: int,
+) -> None:
     loss_sum, n_sum = 0.0, 0
     while state.step < cfg.steps:
         x0, c = next(batches)
@@ -184,9 +219,4 @@ def train_ddpm(
             bar.set_postfix(loss=f"{loss_sum / n_sum:.4f}")
             loss_sum, n_sum = 0.0, 0
         if checkpoint is not None and checkpoint_every > 0 and s % checkpoint_every == 0:
-            checkpoint(state)
-    bar.close()
-    if checkpoint is not None:
-        checkpoint(state)
-    model.eval()
-    return state
+            checkpoint(_mark(state, batches))

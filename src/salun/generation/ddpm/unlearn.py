@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -53,6 +54,7 @@ from salun.generation.ddpm.diffusion import (
 )
 from salun.generation.ddpm.model import Denoiser
 from salun.generation.ddpm.sampler import guided_eps, timestep_sequence
+from salun.generation.ddpm.unlearn_state import UnlearnResume, UnlearnRun, empty_sums
 from salun.generation.objectives import (
     ascent,
     forget_to_other_condition,
@@ -62,7 +64,7 @@ from salun.generation.objectives import (
 )
 from salun.masking import MaskedUpdate
 from salun.train import check_finite
-from salun.utils import clone_model, progress
+from salun.utils import clone_model, progress, seeded_global_rng
 from salun.validate import check_choice, check_fields, check_nonnegative, check_range, check_seed
 
 METHODS = ("salun", "rl", "ga", "esd")
@@ -305,6 +307,9 @@ def unlearn_ddpm(
     schedule: NoiseSchedule | None = None,
     device: torch.device | str = "cpu",
     quiet: bool = False,
+    resume: UnlearnResume | None = None,
+    checkpoint: Callable[[UnlearnRun], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> GenUnlearnResult:
     """Unlearn the forget class from a copy of ``model`` (the input is not changed).
 
@@ -315,10 +320,13 @@ def unlearn_ddpm(
         cfg: the method and its settings.
         mask: ``{name: bool}`` saliency mask (required for ``salun``; optional for the rest,
             e.g. GA + mask as an ablation).
+        resume: a checkpoint of this very run to continue (``model`` stays the original:
+            ESD's frozen copy is taken from it).
+        checkpoint: called with the run's state every ``checkpoint_every`` steps.
 
     Returns:
         :class:`GenUnlearnResult` with the unlearned model (eval mode), α used, wall time
-        and a loss history every 50 steps.
+        (all sessions of a resumed run) and a loss history every 50 steps.
 
     Example:
         >>> mask = ddpm_saliency_mask(original, forget, DDPMMaskConfig())
@@ -340,48 +348,78 @@ def unlearn_ddpm(
     if cfg.method == "esd":
         frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed)
-    f_stream = endless_batches(forget, batch_size, gen, device, flip=cfg.flip)
-    r_stream = (
-        endless_batches(retain, batch_size, gen, device, flip=cfg.flip) if alpha > 0 else None
-    )
+    streams = {"forget": endless_batches(forget, batch_size, gen, device, flip=cfg.flip)}
+    if alpha > 0:
+        streams["retain"] = endless_batches(retain, batch_size, gen, device, flip=cfg.flip)
     opt = torch.optim.Adam(
         net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
     )
+    run = UnlearnRun(net, opt, gen, streams, started=start)
     masked = MaskedUpdate(net, mask, mode=cfg.mask_mode)
-    history: list[dict[str, Any]] = []
-    sums = {"forget": 0.0, "retain": 0.0, "n": 0}
-    for it in progress(range(iterations), desc=f"gen unlearn {cfg.method}", quiet=quiet):
-        xf, cf = next(f_stream)
+    bar = progress(total=iterations, desc=f"gen unlearn {cfg.method}", quiet=quiet)
+    # the UNet's dropout draws from torch's global RNG: seeded here (and saved with each
+    # checkpoint), so a seed fixes the whole run
+    with seeded_global_rng(cfg.seed, device):
+        if resume is not None:
+            net.load_state_dict(resume.weights)
+            run.restore(resume.tensors, resume.progress)
+        bar.update(run.step)
+        _loop(
+            run, frozen, schedule, cfg, masked, alpha, iterations, bar, checkpoint, checkpoint_every
+        )
+    bar.close()
+    net.eval()
+    return GenUnlearnResult(net, alpha, run.seconds(), run.history, iterations, batch_size)
+
+
+def _loop(
+    run: UnlearnRun,
+    frozen: Denoiser | None,
+    schedule: NoiseSchedule,
+    cfg: GenUnlearnConfig,
+    masked: MaskedUpdate,
+    alpha: float,
+    iterations: int,
+    bar: Any,
+    checkpoint: Callable[[UnlearnRun], None] | None,
+    checkpoint_every: int,
+) -> None:
+    """The unlearning steps from ``run.step`` to ``iterations``."""
+    net, opt, gen, streams = run.model, run.optimizer, run.generator, run.streams
+    while run.step < iterations:
+        xf, cf = next(streams["forget"])
         f_loss = forget_term(net, frozen, schedule, xf, cf, cfg, gen)
         loss = f_loss
         r_val = 0.0
-        if r_stream is not None:
-            xr, cr = next(r_stream)
+        if "retain" in streams:
+            xr, cr = next(streams["retain"])
             r_loss = diffusion_loss(
                 net, schedule, xr, cr, gen, p_uncond=cfg.p_uncond, reduction=cfg.retain_reduction
             )
             loss = with_retain(loss, r_loss, alpha)
             r_val = r_loss.item()
-        check_finite(loss, f"{cfg.method} unlearning step {it + 1}")
+        check_finite(loss, f"{cfg.method} unlearning step {run.step + 1}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:  # clip the full gradient first, then mask (pitfall 12)
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         masked.step(opt)
+        run.step += 1
+        bar.update(1)
+        sums = run.sums
         sums["forget"] += f_loss.item()
         sums["retain"] += r_val
         sums["n"] += 1
-        if (it + 1) % 50 == 0 or it + 1 == iterations:
+        if run.step % 50 == 0 or run.step == iterations:
             n = sums["n"]
-            history.append(
+            run.history.append(
                 {
-                    "step": it + 1,
+                    "step": run.step,
                     "forget_loss": sums["forget"] / n,
                     "retain_loss": sums["retain"] / n,
                 }
             )
-            sums = {"forget": 0.0, "retain": 0.0, "n": 0}
-    net.eval()
-    return GenUnlearnResult(
-        net, alpha, time.perf_counter() - start, history, iterations, batch_size
-    )
+            run.sums = empty_sums()
+        if checkpoint is not None and checkpoint_every > 0 and run.step % checkpoint_every == 0:
+            if run.step < iterations:
+                checkpoint(run)

@@ -22,6 +22,8 @@ from salun.generation.ddpm.data import class_split
 from salun.generation.ddpm.evaluate import GenEvalConfig, generate_eval_set, score_samples
 from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency_mask
 from salun.generation.ddpm.model import (
+    EMA_WEIGHTS,
+    WEIGHTS,
     DenoiserConfig,
     build_denoiser,
     load_denoiser,
@@ -31,6 +33,7 @@ from salun.generation.ddpm.model import (
 from salun.generation.ddpm.sampler import SamplerConfig
 from salun.generation.ddpm.train import DDPMTrainConfig, train_ddpm
 from salun.generation.ddpm.unlearn import GenUnlearnConfig, unlearn_ddpm
+from salun.generation.ddpm.unlearn_state import matching_run, read_resume, save_unlearn_checkpoint
 from salun.generation.grids import save_class_grid
 from salun.io import atomic_write_json, sha256_file
 from salun.saliency import load_mask, model_fingerprint, random_mask, save_mask
@@ -156,6 +159,34 @@ def mask_to_file(
     return record
 
 
+def unlearn_record(
+    model_dir: str | Path,
+    forget_class: int,
+    cfg: GenUnlearnConfig,
+    *,
+    mask_file: str | Path | None = None,
+    weights: str = "model",
+) -> dict[str, Any]:
+    """What an unlearned folder records about its run before it starts (its identity for
+    resuming: :data:`salun.generation.ddpm.unlearn_state.RUN_KEY`)."""
+    meta = read_denoiser_meta(model_dir)
+    source = Path(model_dir) / (EMA_WEIGHTS if weights == "ema" else WEIGHTS)
+    return {
+        "kind": "unlearned",
+        "method": cfg.method,
+        "dataset": meta["dataset"],
+        "data_spec": meta.get("data_spec", meta["dataset"]),
+        "classes": meta.get("classes"),
+        "forget_class": forget_class,
+        "source_model": str(model_dir),
+        "source_weights": weights,
+        "source_sha256": sha256_file(source),
+        "unlearn": asdict(cfg),
+        "mask_file": str(mask_file) if mask_file else None,
+        "mask_sha256": sha256_file(mask_file) if mask_file else None,
+    }
+
+
 def unlearn_to_folder(
     model_dir: str | Path,
     forget_class: int,
@@ -166,8 +197,15 @@ def unlearn_to_folder(
     weights: str = "model",
     device: str = "auto",
     quiet: bool = False,
+    checkpoint_every: int = 0,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Unlearn ``forget_class`` from a DDPM folder and write the unlearned folder."""
+    """Unlearn ``forget_class`` from a DDPM folder and write the unlearned folder.
+
+    With ``checkpoint_every`` > 0 the folder is rewritten as an unfinished checkpoint every
+    that many steps; with ``resume``, an ``out`` that holds this very run is continued from
+    its checkpoint (or returned as is when finished) instead of started over.
+    """
     dev = resolve_device(device)
     model, meta = load_denoiser(model_dir, dev, weights=weights)
     if meta.get("complete") is False:
@@ -181,27 +219,34 @@ def unlearn_to_folder(
                 f"{mask_file} was computed for class {mask_meta['forget_class']}, "
                 f"not {forget_class}; compute a mask for this class with `salun gen mask`"
             )
-    res = unlearn_ddpm(model, forget, retain, cfg, mask=mask, device=dev, quiet=quiet)
-    record = {
-        "kind": "unlearned",
-        "method": cfg.method,
-        "dataset": meta["dataset"],
-        "data_spec": meta.get("data_spec", meta["dataset"]),
-        "classes": meta.get("classes"),
-        "forget_class": forget_class,
-        "source_model": str(model_dir),
-        "source_weights": weights,
-        "unlearn": asdict(cfg),
-        "alpha_used": res.alpha,
-        "iterations_used": res.iterations,
-        "batch_size_used": res.batch_size,
-        "mask_file": str(mask_file) if mask_file else None,
-        "mask_sha256": sha256_file(mask_file) if mask_file else None,
-        "mask_kind": (mask_meta or {}).get("kind"),
-        "seconds": res.seconds,
-        "history": res.history,
-        "device": device_name(dev),
-    }
+    record = unlearn_record(model_dir, forget_class, cfg, mask_file=mask_file, weights=weights)
+    record.update(mask_kind=(mask_meta or {}).get("kind"), device=device_name(dev))
+    previous = matching_run(out, record) if resume else None
+    if previous is not None and previous.get("complete") is not False:
+        return previous  # finished work is skipped, not redone
+    res = unlearn_ddpm(
+        model,
+        forget,
+        retain,
+        cfg,
+        mask=mask,
+        device=dev,
+        quiet=quiet,
+        resume=read_resume(out, previous) if previous is not None else None,
+        checkpoint=lambda run: save_unlearn_checkpoint(out, run, record),
+        checkpoint_every=checkpoint_every,
+    )
+    record.update(
+        alpha_used=res.alpha,
+        iterations_used=res.iterations,
+        batch_size_used=res.batch_size,
+        seconds=res.seconds,
+        history=res.history,
+        steps_done=res.iterations,
+        complete=True,
+    )
+    if previous is not None:
+        record["resumed_at_step"] = previous["steps_done"]
     save_denoiser(out, res.model, record)
     return record
 
