@@ -41,8 +41,10 @@ def seeded_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterator
     train mode with dropout is only reproducible when its run seeds that generator.
     """
     dev = torch.device(device)
-    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=cuda if dev.type == "cuda" else []):
+    cuda = []
+    if dev.type == "cuda":
+        cuda = [dev.index if dev.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed((seed + _GLOBAL_STREAM_OFFSET) % 2**63)
         yield
 
