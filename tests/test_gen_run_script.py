@@ -120,9 +120,14 @@ def test_cifar10_preset_uses_the_resnet34_judge(fake, tmp_path):
 
 
 def test_ablation_seeds_each_mask_and_run(fake, tmp_path):
-    calls, out = run(fake, "--ablation", "3 4", str(tmp_path / "run"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # a seed already judged elsewhere (its record copied in) is not rerun
+    (run_dir / "salun-s2.eval.json").write_text(json.dumps({"metrics": METRICS}))
+    calls, out = run(fake, "--ablation", "2 3 4", str(run_dir))
     masks = calls_of(calls, "gen mask")
     assert [(flag(c, "--seed"), "--random" in c) for c in masks] == [
+        ("2", True),
         ("3", False),
         ("3", True),
         ("4", False),
@@ -130,14 +135,18 @@ def test_ablation_seeds_each_mask_and_run(fake, tmp_path):
     ]
     runs = calls_of(calls, "gen unlearn")
     assert [(flag(c, "--out").rsplit("/", 1)[1], flag(c, "--seed")) for c in runs] == [
+        ("salun-random-mask-s2", "2"),
         ("salun-s3", "3"),
         ("salun-random-mask-s3", "3"),
         ("salun-s4", "4"),
         ("salun-random-mask-s4", "4"),
     ]
-    assert flag(runs[1], "--mask").endswith("/mask-random-s3.safetensors")
+    assert flag(runs[2], "--mask").endswith("/mask-random-s3.safetensors")
+    assert flag(runs[1], "--mask").endswith("/mask-s3.safetensors")
     assert not [c for c in runs if "retrain" in c]  # the ablation trains no Retrain
-    assert "Mask ablation over seeds 3, 4" in out
+    judged = [flag(c, "--out").rsplit("/", 1)[1] for c in calls_of(calls, "gen evaluate")]
+    assert "salun-s2.eval.json" not in judged and "salun-random-mask-s2.eval.json" in judged
+    assert "Mask ablation over seeds 2, 3, 4" in out
 
 
 def test_unknown_preset_is_refused(fake, tmp_path):

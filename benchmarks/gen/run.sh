@@ -83,11 +83,16 @@ mask() {  # file [extra flags...]
 if [ -n "$SEEDS" ]; then
   # The ablation: per seed, a saliency mask and a random mask (both seeded), and one SalUn
   # run with each (seeded identically), so the only difference is which weights move.
+  # A run already judged (its .eval.json is there, e.g. copied from benchmarks/gen/) is done.
   for s in $SEEDS; do
-    mask "$R/mask-s$s.safetensors" --seed "$s"
-    mask "$R/mask-random-s$s.safetensors" --random --seed "$s"
-    unlearn "salun-s$s" salun "$R/mask-s$s.safetensors" --seed "$s"
-    unlearn "salun-random-mask-s$s" salun "$R/mask-random-s$s.safetensors" --seed "$s"
+    if [ ! -f "$R/salun-s$s.eval.json" ]; then
+      mask "$R/mask-s$s.safetensors" --seed "$s"
+      unlearn "salun-s$s" salun "$R/mask-s$s.safetensors" --seed "$s"
+    fi
+    if [ ! -f "$R/salun-random-mask-s$s.eval.json" ]; then
+      mask "$R/mask-random-s$s.safetensors" --random --seed "$s"
+      unlearn "salun-random-mask-s$s" salun "$R/mask-random-s$s.safetensors" --seed "$s"
+    fi
   done
   evaluate original
   for s in $SEEDS; do evaluate "salun-s$s"; evaluate "salun-random-mask-s$s"; done
