@@ -251,3 +251,11 @@ def test_finished_run_is_kept_and_another_runs_checkpoint_is_refused(tmp_path, o
     again = read_denoiser_meta(out)
     assert again["complete"] is True and "resumed_at_step" not in again
     assert again["unlearn"]["lr"] == 1e-3
+
+
+def test_each_checkpoint_leaves_a_line_in_the_log(tmp_path, original, capsys, monkeypatch):
+    monkeypatch.delenv("SALUN_QUIET", raising=False)
+    cmd = [a for a in _unlearn_cmd(original, tmp_path / "u", iterations=4) if a != "--quiet"]
+    assert main([*cmd, "--checkpoint-every", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "step 2/4" in err and "step 4/4" not in err  # the finished folder is no checkpoint

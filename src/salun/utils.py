@@ -90,6 +90,13 @@ def progress(iterable=None, *, total=None, desc: str = "", quiet: bool = False, 
     )
 
 
+def note_progress(message: str, *, quiet: bool = False) -> None:
+    """One line on stderr between progress-bar redraws (a log keeps it when no bar shows),
+    silenced like :func:`progress` by ``quiet`` or ``SALUN_QUIET=1``."""
+    if not (quiet or os.environ.get("SALUN_QUIET") == "1"):
+        tqdm.write(message, file=sys.stderr)
+
+
 def stderr_is_terminal() -> bool:
     try:
         return sys.stderr.isatty()

@@ -32,12 +32,17 @@ from salun.generation.ddpm.model import (
 )
 from salun.generation.ddpm.sampler import SamplerConfig
 from salun.generation.ddpm.train import DDPMTrainConfig, train_ddpm
-from salun.generation.ddpm.unlearn import GenUnlearnConfig, unlearn_ddpm
-from salun.generation.ddpm.unlearn_state import matching_run, read_resume, save_unlearn_checkpoint
+from salun.generation.ddpm.unlearn import GenUnlearnConfig, resolve_schedule, unlearn_ddpm
+from salun.generation.ddpm.unlearn_state import (
+    UnlearnRun,
+    matching_run,
+    read_resume,
+    save_unlearn_checkpoint,
+)
 from salun.generation.grids import save_class_grid
 from salun.io import atomic_write_json, sha256_file
 from salun.saliency import load_mask, model_fingerprint, random_mask, save_mask
-from salun.utils import device_name, resolve_device
+from salun.utils import device_name, note_progress, resolve_device
 
 
 def denoiser_config_for(bundle: DataBundle, arch: dict[str, Any]) -> DenoiserConfig:
@@ -221,6 +226,7 @@ def unlearn_to_folder(
             )
     record = unlearn_record(model_dir, forget_class, cfg, mask_file=mask_file, weights=weights)
     record.update(mask_kind=(mask_meta or {}).get("kind"), device=device_name(dev))
+    record["iterations_used"] = resolve_schedule(cfg)[0]
     previous = matching_run(out, record) if resume else None
     if previous is not None and previous.get("complete") is not False:
         return previous  # finished work is skipped, not redone
@@ -233,7 +239,7 @@ def unlearn_to_folder(
         device=dev,
         quiet=quiet,
         resume=read_resume(out, previous) if previous is not None else None,
-        checkpoint=lambda run: save_unlearn_checkpoint(out, run, record),
+        checkpoint=lambda run: _checkpoint(out, run, record, quiet),
         checkpoint_every=checkpoint_every,
     )
     record.update(
@@ -249,6 +255,14 @@ def unlearn_to_folder(
         record["resumed_at_step"] = previous["steps_done"]
     save_denoiser(out, res.model, record)
     return record
+
+
+def _checkpoint(out: str | Path, run: UnlearnRun, record: dict[str, Any], quiet: bool) -> None:
+    save_unlearn_checkpoint(out, run, record)
+    total = record["iterations_used"]
+    note_progress(
+        f"checkpoint {out}: step {run.step}/{total}, {run.seconds():.0f} s so far", quiet=quiet
+    )
 
 
 def weights_for(model_dir: str | Path, requested: str) -> str:
