@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm_fixtures import K, class_templates, tiny_denoiser
-from salun.generation.ddpm.data import endless_batches
+from salun.generation.ddpm.data import BatchStream
 from salun.generation.ddpm.diffusion import NoiseSchedule, noisy_batch
 from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency, ddpm_saliency_mask
 from salun.generation.ddpm.model import build_denoiser
@@ -69,8 +69,8 @@ def oracle_grads(model, forget, retain, cfg, alpha, forget_loss_fn, mask=None, c
     names = [n for n, _ in net.named_parameters()]
     gen = torch.Generator().manual_seed(cfg.seed)
     _, bs = resolve_schedule(cfg)
-    fs = endless_batches(forget, bs, gen, "cpu", flip=False)
-    rs = endless_batches(retain, bs, gen, "cpu", flip=False) if alpha > 0 else None
+    fs = BatchStream(forget, bs, gen, "cpu", flip=False)
+    rs = BatchStream(retain, bs, gen, "cpu", flip=False) if alpha > 0 else None
     xf, cf = next(fs)
     loss = forget_loss_fn(net, xf, cf, gen)
     if rs is not None:

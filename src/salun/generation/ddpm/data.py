@@ -92,15 +92,3 @@ class BatchStream:
             )
         self.order = order.clone() if order.numel() else None
         self.taken, self._batches = int(state["taken"]), None
-
-
-def endless_batches(
-    data: ImageDataset,
-    batch_size: int,
-    generator: torch.Generator,
-    device: torch.device | str = "cpu",
-    *,
-    flip: bool = True,
-) -> BatchStream:
-    """A :class:`BatchStream` (kept under this name for the training loop and callers)."""
-    return BatchStream(data, batch_size, generator, device, flip=flip)

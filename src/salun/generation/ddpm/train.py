@@ -21,7 +21,7 @@ import torch
 
 from salun.data import ImageDataset
 from salun.errors import SalunError
-from salun.generation.ddpm.data import BatchStream, endless_batches
+from salun.generation.ddpm.data import BatchStream
 from salun.generation.ddpm.diffusion import NoiseSchedule, diffusion_loss
 from salun.generation.ddpm.model import Denoiser
 from salun.train import check_finite
@@ -157,7 +157,7 @@ def train_ddpm(
     elif state.model is not model:
         raise SalunError("the resume state belongs to another model object")
     state.ema.to(device)
-    batches = endless_batches(data, cfg.batch_size, state.generator, device, flip=cfg.flip)
+    batches = BatchStream(data, cfg.batch_size, state.generator, device, flip=cfg.flip)
     if state.stream_state is not None:
         batches.load_state_dict(state.stream_state)
     bar = progress(total=cfg.steps, desc=desc, quiet=quiet)

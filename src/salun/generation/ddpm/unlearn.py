@@ -45,7 +45,7 @@ import torch
 
 from salun.data import ImageDataset
 from salun.errors import SalunError
-from salun.generation.ddpm.data import endless_batches
+from salun.generation.ddpm.data import BatchStream
 from salun.generation.ddpm.diffusion import (
     NoiseSchedule,
     diffusion_loss,
@@ -348,9 +348,9 @@ def unlearn_ddpm(
     if cfg.method == "esd":
         frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed)
-    streams = {"forget": endless_batches(forget, batch_size, gen, device, flip=cfg.flip)}
+    streams = {"forget": BatchStream(forget, batch_size, gen, device, flip=cfg.flip)}
     if alpha > 0:
-        streams["retain"] = endless_batches(retain, batch_size, gen, device, flip=cfg.flip)
+        streams["retain"] = BatchStream(retain, batch_size, gen, device, flip=cfg.flip)
     opt = torch.optim.Adam(
         net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
     )
@@ -420,6 +420,7 @@ def _loop(
                 }
             )
             run.sums = empty_sums()
-        if checkpoint is not None and checkpoint_every > 0 and run.step % checkpoint_every == 0:
-            if run.step < iterations:
-                checkpoint(run)
+        # the last step writes the finished folder instead (the caller's job)
+        due = checkpoint_every > 0 and run.step % checkpoint_every == 0 and run.step < iterations
+        if checkpoint is not None and due:
+            checkpoint(run)
