@@ -4,7 +4,8 @@ A checkpoint is an ordinary DDPM model folder (raw + EMA weights, ``model.json``
 ``complete`` and ``steps_done``) that also holds the Adam moments, the step and the RNG
 state. A killed run therefore leaves a usable, clearly-marked partial model, and
 ``resume_train_state`` continues it (or a finished one, to train it longer) exactly where
-it stopped: the batch stream's position and the dropout RNG are kept too.
+it stopped: the batch stream's position and the CPU dropout RNG are kept too (on a GPU the
+CUDA generator that draws dropout is not saved, so a resumed run there differs).
 """
 
 from __future__ import annotations
