@@ -75,10 +75,15 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def _silenced(quiet: bool) -> bool:
+    """Whether progress output is off: by the caller (``quiet``) or by ``SALUN_QUIET=1``."""
+    return quiet or os.environ.get("SALUN_QUIET") == "1"
+
+
 def progress(iterable=None, *, total=None, desc: str = "", quiet: bool = False, leave=False):
     """A tqdm bar on stderr, silenced by ``quiet``, ``SALUN_QUIET=1`` or a stderr that is not
     a terminal (a redirected log would fill with carriage-return redraws)."""
-    disable = quiet or os.environ.get("SALUN_QUIET") == "1" or not stderr_is_terminal()
+    disable = _silenced(quiet) or not stderr_is_terminal()
     return tqdm(
         iterable,
         total=total,
@@ -93,7 +98,7 @@ def progress(iterable=None, *, total=None, desc: str = "", quiet: bool = False, 
 def note_progress(message: str, *, quiet: bool = False) -> None:
     """One line on stderr between progress-bar redraws (a log keeps it when no bar shows),
     silenced like :func:`progress` by ``quiet`` or ``SALUN_QUIET=1``."""
-    if not (quiet or os.environ.get("SALUN_QUIET") == "1"):
+    if not _silenced(quiet):
         tqdm.write(message, file=sys.stderr)
 
 
