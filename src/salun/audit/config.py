@@ -24,11 +24,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from salun.errors import SalunError
 from salun.io import stable_hash
 from salun.train import TrainConfig
+from salun.yaml_file import read_yaml
 
 # pseudo-methods of the audit: the untouched original and an independently seeded Retrain
 ORIGINAL, RETRAIN = "original", "retrain"
@@ -179,13 +178,7 @@ def parse_audit_config(raw: Any, source: str = "config") -> AuditConfig:
 
 def load_audit_config(path: str | Path) -> AuditConfig:
     """Read and check an audit YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SalunError(f"audit config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SalunError(f"{path} is not valid YAML: {e}") from None
+    raw = read_yaml(path, f"audit config {path} does not exist")
     return parse_audit_config(raw, str(path))
 
 

@@ -25,8 +25,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from salun.bench.audit_column import AuditColumn, audit_column_from_dict, parse_audit_column
 from salun.errors import SalunError
 from salun.io import stable_hash
@@ -42,6 +40,7 @@ from salun.validate import (
     check_range,
     check_seed,
 )
+from salun.yaml_file import read_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 RESERVED_LABELS = ("retrain", "original")
@@ -422,13 +421,7 @@ def parse_protocol(
 
 def load_config(path: str | Path) -> BenchConfig:
     """Read and check a benchmark YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SalunError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SalunError(f"{path} is not valid YAML: {e}") from None
+    raw = read_yaml(path, f"config file {path} does not exist")
     return parse_config(raw, str(path))
 
 

@@ -51,6 +51,7 @@ from salun.generation.ddpm.unlearn import METHODS, GenUnlearnConfig
 from salun.outputs import add_overwrite_flag, claim_output
 from salun.trust import add_trust_flag
 from salun.validate import check_each, check_int
+from salun.yaml_file import read_yaml
 
 SECTIONS = ("model", "train", "mask", "unlearn", "sample", "evaluate")
 TOP_LEVEL = ("dataset", "forget_class", "weights", "device", "description")
@@ -62,15 +63,7 @@ def load_preset(path: str | None) -> dict[str, Any]:
     """Read a gen preset YAML; unknown sections or keys are errors, not silently ignored."""
     if not path:
         return {}
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise SalunError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SalunError(f"{path} is not valid YAML: {e}") from None
+    data = read_yaml(path, f"config file {path} does not exist") or {}
     if not isinstance(data, dict):
         raise SalunError(f"{path} must be a mapping of sections")
     unknown = sorted(set(data) - set(SECTIONS) - set(TOP_LEVEL))

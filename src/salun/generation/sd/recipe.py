@@ -24,19 +24,13 @@ from salun.generation.sd.data import (
     split_class,
 )
 from salun.generation.sd.prompts import PromptItem, class_index, replacement_class, train_prompt
+from salun.yaml_file import read_yaml
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """Read a YAML recipe (a mapping)."""
-    import yaml
-
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise SalunError(f"recipe {p} not found (see configs/sd-nudity.yaml for an example)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise SalunError(f"{p} is not valid YAML: {e}") from None
+    data = read_yaml(p, f"recipe {p} not found (see configs/sd-nudity.yaml for an example)")
     if not isinstance(data, dict):
         raise SalunError(f"{p} must hold a mapping at the top level")
     return data
