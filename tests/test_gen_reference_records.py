@@ -1,0 +1,70 @@
+"""The committed GA/ESD records of benchmarks/gen/reference-defaults are what their README says.
+
+They are results, not fixtures: if a default moves away from the reference (or a record is
+replaced by a run with other settings), the section "GA and ESD with the reference's
+settings" would silently describe something else. These checks tie the three together.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from salun.generation.ddpm.unlearn import REFERENCE_SCHEDULE, GenUnlearnConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER = ROOT / "benchmarks" / "gen" / "reference-defaults"
+DEFAULTS = {f.name: f.default for f in fields(GenUnlearnConfig)}
+
+
+def _record(name: str) -> dict:
+    return json.loads((FOLDER / name / "model.json").read_text())
+
+
+def test_esd_record_ran_the_reference_settings_to_the_end():
+    rec = _record("esd")
+    assert rec["complete"] and rec["steps_done"] == 10000
+    u = rec["unlearn"]
+    assert (
+        (u["esd_eta"], u["esd_xt"]) == (DEFAULTS["esd_eta"], DEFAULTS["esd_xt"]) == (7.5, "sample")
+    )
+    assert (
+        (rec["iterations_used"], rec["batch_size_used"]) == REFERENCE_SCHEDULE["esd"] == (10000, 1)
+    )
+    assert rec["alpha_used"] == 0  # ESD has no retain term
+
+
+def test_ga_record_used_the_pixel_summed_loss_that_is_the_default():
+    u = _record("ga")["unlearn"]
+    assert u["method"] == "ga" and u["ga_reduction"] == DEFAULTS["ga_reduction"] == "sum"
+
+
+@pytest.mark.parametrize("name, eta", [("esd-eta1-forward", 1.0), ("esd-eta7.5-forward", 7.5)])
+def test_diagnostics_differ_from_the_reference_run_only_where_their_names_say(name, eta):
+    ref, diag = _record("esd"), _record(name)
+    assert diag["unlearn"]["esd_eta"] == eta and diag["unlearn"]["esd_xt"] == "forward"
+    same = {k: v for k, v in ref["unlearn"].items() if k not in ("esd_eta", "esd_xt")}
+    assert {k: diag["unlearn"][k] for k in same} == same
+    assert diag["iterations_used"] == ref["iterations_used"]
+    assert diag["batch_size_used"] == ref["batch_size_used"]
+
+
+def test_readme_table_is_what_summarize_prints_from_the_committed_records():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/gen/summarize.py"), str(FOLDER)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 * (1 + 5)  # each table: its header and original, ga and three ESD rows
+    readme = (ROOT / "benchmarks/gen/README.md").read_text()
+    section = readme[readme.index("## GA and ESD with the reference's settings") :]
+    section = section[: section.index("\n## ", 1)]
+    missing = [row for row in rows if row not in section]
+    assert not missing, f"README rows differ from summarize.py: {missing}"
