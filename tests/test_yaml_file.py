@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from salun.audit.config import load_audit_config
@@ -23,7 +25,7 @@ READERS = {
 def test_missing_file_names_the_file_and_what_it_was_meant_to_be(tmp_path, name):
     reader, message = READERS[name]
     path = tmp_path / "absent.yaml"
-    with pytest.raises(SalunError, match=message.format(path).replace(".", r"\.")):
+    with pytest.raises(SalunError, match=re.escape(message.format(path))):
         reader(path)
 
 
@@ -32,6 +34,14 @@ def test_broken_yaml_is_one_clear_error(tmp_path, name):
     path = tmp_path / "broken.yaml"
     path.write_text("name: [unclosed\n")
     with pytest.raises(SalunError, match="is not valid YAML"):
+        READERS[name][0](path)
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_a_binary_file_is_one_clear_error(tmp_path, name):
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(SalunError, match="is not UTF-8 text"):
         READERS[name][0](path)
 
 

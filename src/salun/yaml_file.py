@@ -24,6 +24,10 @@ def read_yaml(path: str | Path, missing: str) -> Any:
     if not p.is_file():
         raise SalunError(missing)
     try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SalunError(f"{p} is not UTF-8 text; a YAML config was expected") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SalunError(f"{p} is not valid YAML: {e}") from None
