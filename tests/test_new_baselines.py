@@ -97,7 +97,9 @@ def test_input_model_untouched_and_mask_respected(task, name):
 def test_neggrad_plus_beta_one_is_fine_tuning_bit_for_bit(task):
     model, forget, retain, ctx = task
     mask = random_mask(model, keep=0.5, seed=1)
-    common = {"epochs": 2, "batch_size": 32, "lr": 0.01, "seed": 3}
+    # the same optimiser for both (NegGrad+'s reference default is plain SGD, FT's not)
+    common = {"epochs": 2, "batch_size": 32, "lr": 0.01, "seed": 3, "momentum": 0.9}
+    common["weight_decay"] = 5e-4
     ft = run_method("ft", model, forget, retain, make_config("ft", common), ctx, mask=mask)
     ng = run_method(
         "neggrad_plus",
@@ -282,7 +284,7 @@ def test_ssd_dampens_exactly_the_selected_parameters(task, use_mask):
     model, forget, retain, ctx = task
     alpha, lam = 2.0, 0.5
     mask = random_mask(model, keep=0.5, seed=2) if use_mask else None
-    cfg = SSDConfig(alpha=alpha, lam=lam, batch_size=16)
+    cfg = SSDConfig(alpha=alpha, lam=lam, batch_size=16, reference="retain")
     out = run_method("ssd", model, forget, retain, cfg, ctx, mask=mask).model
     i_f = brute_importance(build_copy(model, ctx), forget, 16)
     i_r = brute_importance(build_copy(model, ctx), retain, 16)
@@ -305,7 +307,9 @@ def test_ssd_dampens_exactly_the_selected_parameters(task, use_mask):
 
 def test_ssd_full_reference_uses_forget_too(task):
     model, forget, retain, ctx = task
-    a = run_method("ssd", model, forget, retain, SSDConfig(alpha=2.0), ctx).model
+    a = run_method(
+        "ssd", model, forget, retain, SSDConfig(alpha=2.0, reference="retain"), ctx
+    ).model
     b = run_method("ssd", model, forget, retain, SSDConfig(alpha=2.0, reference="full"), ctx).model
     sa, sb = a.state_dict(), b.state_dict()
     assert not all(torch.equal(sa[k], sb[k]) for k in sa)

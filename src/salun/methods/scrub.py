@@ -30,35 +30,39 @@ from salun.validate import check_increasing, check_int, check_nonnegative, check
 
 @dataclass(frozen=True)
 class SCRUBConfig(SGDConfig):
-    """SCRUB. The defaults are the authors' published small-scale (CIFAR) settings
-    [Kurmanji et al. 2023, released code]. Fields beyond :class:`SGDConfig`:
+    """SCRUB. The defaults are the authors' large-scale CIFAR settings as their notebook
+    runs them (meghdadk/SCRUB @98ffb11, ``large_scale_unlearning.ipynb``: the values of
+    its ``args`` cell, and the batch sizes of the loaders it builds — forget 512, retain
+    256; the ``sgda_batch_size = 128`` / ``del_batch_size = 32`` it also sets are never
+    read). Fields beyond :class:`SGDConfig`:
 
     Attributes:
-        epochs: total epochs (published: 3).
-        msteps: the first ``msteps`` epochs also run the max-step pass on D_f (published: 2).
-        lr: SGD learning rate of both passes (published: 5e-4).
-        lr_grid: log-spaced around the published value (our choice).
-        batch_size: retain (min-step) batch size (published: 128).
-        forget_batch_size: forget (max-step) batch size (published: 32).
-        alpha: weight α of the KL term of the min-step (published: 0.001).
-        gamma: weight γ of the cross-entropy term of the min-step (published: 0.99).
-        temperature: distillation temperature T (published: 4).
+        epochs: total epochs (reference: ``sgda_epochs = 3``).
+        msteps: the first ``msteps`` epochs also run the max-step pass on D_f (reference: 2).
+        lr: SGD learning rate of both passes (reference: ``sgda_learning_rate = 5e-4``).
+        lr_grid: log-spaced around the reference's value (our choice).
+        batch_size: retain (min-step) batch size (reference: ``retain_loader`` batch 256).
+        forget_batch_size: forget (max-step) batch size (reference: ``forget_loader``
+            batch 512).
+        alpha: weight α of the KL term of the min-step (reference: 0.001).
+        gamma: weight γ of the cross-entropy term of the min-step (reference: 0.99).
+        temperature: distillation temperature T (reference: 4).
         lr_decay_epochs: epochs after which the lr is multiplied by ``lr_decay_rate``
-            (published: 3, 5, 9; with 3 epochs the decay never applies).
-        lr_decay_rate: the decay factor (published: 0.1).
+            (reference: 3, 5, 9; with 3 epochs the decay never applies).
+        lr_decay_rate: the decay factor (reference: 0.1).
     """
 
-    epochs: int = 3  # published
-    lr: float = 5e-4  # published
+    epochs: int = 3  # reference
+    lr: float = 5e-4  # reference
     lr_grid: tuple[float, ...] = (1e-4, 5e-4, 2e-3, 5e-3)  # our choice
-    batch_size: int = 128  # published
-    msteps: int = 2  # published
-    forget_batch_size: int = 32  # published
-    alpha: float = 0.001  # published
-    gamma: float = 0.99  # published
-    temperature: float = 4.0  # published
-    lr_decay_epochs: tuple[int, ...] = (3, 5, 9)  # published
-    lr_decay_rate: float = 0.1  # published
+    batch_size: int = 256  # reference: retain_loader
+    msteps: int = 2  # reference
+    forget_batch_size: int = 512  # reference: forget_loader
+    alpha: float = 0.001  # reference
+    gamma: float = 0.99  # reference
+    temperature: float = 4.0  # reference
+    lr_decay_epochs: tuple[int, ...] = (3, 5, 9)  # reference
+    lr_decay_rate: float = 0.1  # reference
 
     def __post_init__(self) -> None:
         super().__post_init__()  # types and finiteness of every field, SGD ranges

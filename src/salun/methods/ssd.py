@@ -3,7 +3,9 @@ Without Retraining through Selective Synaptic Dampening"; docs/methods-extra.md)
 
 No training loop. From the original model (eval mode, nothing updated):
 
-1. importances I_f on D_f and I_r on the reference set (D_r by default): the diagonal
+1. importances I_f on D_f and I_r on the reference set (D_r ∪ D_f by default, as the
+   authors' ``ssd_tuning`` in if-loops/selective-synaptic-dampening @cdfdc0e,
+   ``src/forget_random_strategies.py``, over ``full_train_dl``; batch 128): the diagonal
    of the empirical Fisher, taken as the published code does: the mean over batches of
    the squared batch-mean CE gradient (``batch_size=1`` gives the per-sample Fisher);
 2. every parameter with I_f > α·I_r is multiplied by β = min(λ·I_r / I_f, 1); all
@@ -13,7 +15,7 @@ No training loop. From the original model (eval mode, nothing updated):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,10 +43,11 @@ class SSDConfig:
             names the field the benchmark's search sets): from 1 to the published 10 (our
             choice). Below α = λ nothing more is dampened (β clamps to 1), and on the
             Fashion-MNIST MLP the published 10 changed nothing (docs/methods-extra.md).
-        batch_size: batch size of the importance passes; the importance squares
-            batch-mean gradients, so it depends on it (our choice: 64).
-        reference: the set I_r is computed on: ``retain`` (D_r) or ``full`` (D_r ∪ D_f,
-            as the published code, which uses the whole training set).
+        batch_size: batch size of both importance passes; the importance squares
+            batch-mean gradients, so it depends on it (reference: 128, the loaders of
+            ``src/forget_random_main.py``).
+        reference: the set I_r is computed on: ``full`` (D_r then D_f, unshuffled, as the
+            reference's ``ConcatDataset`` of retain and forget) or ``retain`` (D_r only).
     """
 
     grid_field: ClassVar[str] = "alpha"
@@ -52,8 +55,8 @@ class SSDConfig:
     alpha: float = 10.0  # published
     lam: float = 1.0  # published
     lr_grid: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)  # our choice
-    batch_size: int = 64  # our choice
-    reference: str = "retain"
+    batch_size: int = 128  # reference
+    reference: str = "full"  # reference
 
     def __post_init__(self) -> None:
         check_fields(self)  # types and finiteness of every field
@@ -64,21 +67,44 @@ class SSDConfig:
         check_choice("reference", self.reference, REFERENCE_SETS)
 
 
+def chained_batches(parts: Sequence, batch_size: int, device) -> Iterator:
+    """Unshuffled batches over the concatenation of ``parts``, in order, as a DataLoader
+    over a ``ConcatDataset`` cuts them (a batch may span two parts). Each part is read
+    through :func:`iterate_batches`, so streamed sets work without being concatenated."""
+    sizes = [len(part) for part in parts]
+    offsets = [0]
+    for n in sizes:
+        offsets.append(offsets[-1] + n)
+    for start in range(0, offsets[-1], batch_size):
+        stop = min(start + batch_size, offsets[-1])
+        xs, ys = [], []
+        for part, lo, hi in zip(parts, offsets, offsets[1:]):
+            a, b = max(start, lo), min(stop, hi)
+            if a < b:
+                order = torch.arange(a - lo, b - lo)
+                x, y = next(iterate_batches(part, b - a, device=device, order=order))
+                xs.append(x)
+                ys.append(y)
+        yield torch.cat(xs), torch.cat(ys)
+
+
 def fisher_importance(
-    model: nn.Module, data: ImageDataset, batch_size: int, device
+    model: nn.Module, data: ImageDataset | Sequence[ImageDataset], batch_size: int, device
 ) -> dict[str, torch.Tensor]:
     """{name: mean over batches of (∇ mean-CE of the batch)²}, model in eval mode.
 
+    ``data`` is one set or a list of sets taken one after the other (D_r then D_f).
     The model's mode is restored and no ``.grad`` is left behind.
     """
-    if len(data) == 0:
+    parts = list(data) if isinstance(data, (list, tuple)) else [data]
+    if sum(len(part) for part in parts) == 0:
         raise SalunError("SSD needs non-empty forget and reference sets for its importances")
     was_training = model.training
     model.eval()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     total = {n: torch.zeros_like(p) for n, p in named}
     batches = 0
-    for x, y in iterate_batches(data, batch_size, device=device):
+    for x, y in chained_batches(parts, batch_size, device):
         grads = torch.autograd.grad(
             F.cross_entropy(model(x), y), [p for _, p in named], allow_unused=True
         )
@@ -127,12 +153,8 @@ def dampen(
 def ssd(model, forget, retain, cfg: SSDConfig, ctx, mask=None):
     if mask is not None:
         check_mask_fits(mask, model)
-    if cfg.reference == "full":
-        ref = ImageDataset(
-            torch.cat([retain.images, forget.images]), torch.cat([retain.labels, forget.labels])
-        )
-    else:
-        ref = retain
+    # the reference's full_train_dl: ConcatDataset((retain, forget)), unshuffled
+    ref = [retain, forget] if cfg.reference == "full" else [retain]
     i_forget = fisher_importance(model, forget, cfg.batch_size, ctx.device)
     i_ref = fisher_importance(model, ref, cfg.batch_size, ctx.device)
     dampen(model, i_forget, i_ref, cfg.alpha, cfg.lam, mask)
