@@ -117,44 +117,46 @@ def test_replace_keeps_nothing_beside_the_folder(tmp_path, synthetic):
 
 def test_leftovers_of_dead_writers_are_cleaned_live_ones_kept(tmp_path, synthetic):
     m, _ = _model(tmp_path, synthetic)
-    dead = tmp_path / ".m.999999999.0badf00d.tmp"  # no such pid
+    dead = tmp_path / ".m.salun-tmp.999999999.0badf00d"  # no such pid
     dead.mkdir()
     (dead / "model.json").write_text("half")
-    live = tmp_path / f".m.{os.getppid()}.0badf00d.tmp"  # a running process
+    live = tmp_path / f".m.salun-tmp.{os.getppid()}.0badf00d"  # a running process
     live.mkdir()
-    (tmp_path / ".m.old").mkdir()  # m exists, so this aside copy is stale
-    # older versions' mkdtemp names carry no pid: an hour-old one is a leftover
-    stale, fresh = tmp_path / ".m.k3j_x9ab.tmp", tmp_path / ".m.q1w2e3r4.tmp"
-    stale.mkdir()
-    fresh.mkdir()
-    os.utime(stale, (0, time.time() - 7200))
+    aside = tmp_path / ".m.salun-old.0"
+    aside.mkdir()  # m exists, so this aside copy is stale: renamed to carry its inode
+    marked = aside.with_name(f".m.salun-old.{aside.stat().st_ino}")
+    aside.rename(marked)
+    # names without salun's marker are the user's, whatever they look like
+    users = [tmp_path / n for n in (".m.old", ".m.999999999.0badf00d.tmp", ".m.k3j_x9ab.tmp")]
+    users.append(tmp_path / ".m.salun-old.12345")  # the marker's number is not its inode
+    for u in users:
+        u.mkdir()
+        os.utime(u, (0, time.time() - 7200))
     _model(tmp_path, synthetic, seed=3)
-    assert not dead.exists() and not (tmp_path / ".m.old").exists() and not stale.exists()
+    assert not dead.exists() and not marked.exists()
     assert live.exists(), "another process's work in progress must not be touched"
-    assert fresh.exists(), "a recent temp folder may belong to a running older version"
+    assert all(u.is_dir() for u in users), "salun deletes only what carries its marker"
 
 
 def test_fallback_replace_killed_between_renames_is_recovered(tmp_path, synthetic, monkeypatch):
     m, old = _model(tmp_path, synthetic, seed=0)
+    ino = m.stat().st_ino
     monkeypatch.setattr(sio, "_exchange", lambda a, b: False)
-    real_rename = os.rename
-    calls = []
 
-    def rename(a, b):
-        calls.append((a, b))
-        if len(calls) == 2:  # the new folder moving in: the "kill" lands here
-            raise KeyboardInterrupt
-        real_rename(a, b)
+    def killed(a, b):  # the new folder moving in: the "kill" lands here
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(sio, "rename_noreplace", killed)
     with pytest.raises(KeyboardInterrupt):
         _model(tmp_path, synthetic, seed=1)
-    monkeypatch.setattr(os, "rename", real_rename)
-    assert not m.exists() and (tmp_path / ".m.old" / "model.json").is_file()
+    monkeypatch.undo()
+    aside = tmp_path / f".m.salun-old.{ino}"
+    assert not m.exists() and (aside / "model.json").is_file()
     loaded, _ = load_model(m)  # the loader applies the recovery rule
     assert torch.equal(loaded.head.weight, old.head.weight)
-    assert not (tmp_path / ".m.old").exists()
+    assert not aside.exists()
     # the fallback completes normally, leaving only the folder
+    monkeypatch.setattr(sio, "_exchange", lambda a, b: False)
     _, new = _model(tmp_path, synthetic, seed=2)
     assert torch.equal(load_model(m)[0].head.weight, new.head.weight)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

@@ -1,20 +1,31 @@
-"""Crash-safe writes and content hashes shared by every artifact writer.
+"""Crash-safe, race-safe writes and content hashes shared by every artifact writer.
 
-Guarantee: a reader sees the previous artifact or the new complete one, whatever instant
-the writer is killed at (see docs/safety.md).
+Guarantees (see docs/safety.md):
 
-- Files: written to a temp sibling ``.NAME.<pid>.<rand>.tmp``, fsynced, then renamed onto
-  ``NAME`` (``rename`` is atomic on POSIX).
-- Folders: built in a temp sibling, then swapped with the existing folder in one step by
-  Linux ``renameat2(RENAME_EXCHANGE)``; the old tree, now under the temp name, is deleted
-  afterwards. Where the exchange is not available the old folder is first renamed to
-  ``.NAME.old`` and the new one renamed in; a kill between the two leaves ``NAME`` missing
-  and ``.NAME.old`` complete, and :func:`recover` (run by every loader through
-  :func:`recover` and by the next writer) puts it back.
-- Leftovers of a killed writer (temp siblings whose process is gone, a stale ``.NAME.old``)
-  are removed by the next write to the same path.
-- Temp files are created 0600/0700 by ``mkstemp``/``mkdtemp``; the result is given the mode
-  the user's umask asks for (0644/0755 with the usual 022).
+- A reader sees the previous artifact or the new complete one, whatever instant the writer
+  is killed at.
+- A *claimed* output (every ``--out``: :func:`salun.outputs.claim_output` calls
+  :func:`claim`) is published without ever replacing something that is not ours: a new
+  output moves in with ``renameat2(RENAME_NOREPLACE)`` (fallback: ``link`` for files,
+  ``mkdir`` + rename for folders), which fails when anything appeared at the path while
+  the run was working; an existing one is swapped out with ``RENAME_EXCHANGE`` only if it
+  is what this process published there before, or (``--overwrite``) a salun artifact of
+  the claimed kind, checked at that moment. Two writers to one path: exactly one wins,
+  the other gets a :class:`SalunError`.
+
+Names salun gives its own leftovers (and the only names it ever deletes or renames besides
+its outputs):
+
+- temp siblings ``.NAME.salun-tmp.<pid>.<hex>``: removed by the next write to ``NAME`` once
+  their writer's pid is gone;
+- ``.NAME.salun-old.<inode>`` (the fallback replace without ``RENAME_EXCHANGE``): the old
+  artifact moved aside; the number is the inode of the entry itself, so a user's file of
+  that name is not taken for ours. It is moved back when ``NAME`` is missing and deleted
+  when ``NAME`` exists. A user's ``.NAME.old`` (the name older versions used) is never
+  touched.
+
+Temp files are created 0600/0700 by ``mkstemp``/``mkdtemp``; the result is given the mode
+the user's umask asks for (0644/0755 with the usual 022).
 """
 
 from __future__ import annotations
@@ -31,10 +42,20 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-_TMP_SUFFIX = ".tmp"
+from salun.errors import SalunError
+
+TMP_MAGIC = "salun-tmp"
+ASIDE_MAGIC = "salun-old"
+# The longest suffix salun adds to an output's name (temp and aside siblings): a name
+# this much shorter than the file system's limit can always be written.
+NAME_OVERHEAD = max(len(f"..{TMP_MAGIC}.{2**22}.{'0' * 8}"), len(f"..{ASIDE_MAGIC}.{2**64}"))
+# A test hook (never set it in real use): seconds to wait just before a claimed output is
+# published, so that tests can create a competing file at that moment deterministically.
+PAUSE_ENV = "SALUN_TEST_PAUSE_BEFORE_PUBLISH"
 
 
 # ---------------------------------------------------------------- names and recovery
@@ -43,11 +64,11 @@ _TMP_SUFFIX = ".tmp"
 def _tmp_name(path: Path) -> Path:
     # The writer's pid is in the name so that a later writer can tell a dead writer's
     # leftover (removed) from a live one's work in progress (left alone).
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+    return path.with_name(f".{path.name}.{TMP_MAGIC}.{os.getpid()}.{secrets.token_hex(4)}")
 
 
-def _aside_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.old")
+def _aside_name(path: Path, ino: int) -> Path:
+    return path.with_name(f".{path.name}.{ASIDE_MAGIC}.{ino}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -62,54 +83,65 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def leftovers(path: str | Path) -> list[Path]:
-    """Temp siblings of ``path`` left by writers that are no longer running."""
-    path = Path(path)
+def _siblings(path: Path, pattern: str) -> Iterator[tuple[Path, re.Match]]:
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        return []
-    name, tmp = re.escape(path.name), re.escape(_TMP_SUFFIX)
-    pat = re.compile(rf"^\.{name}\.(\d+)\.[0-9a-f]+{tmp}$")
-    # Older versions named temp siblings by mkstemp/mkdtemp (8 random characters, no pid):
-    # an hour without change means their writer is long gone.
-    old_pat = re.compile(rf"^\.{name}\.[a-z0-9_]{{8}}{tmp}$")
-    found = []
-    for entry in parent.iterdir():
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    pat = re.compile(rf"^\.{re.escape(path.name)}\.{pattern}$")
+    for entry in entries:
         m = pat.match(entry.name)
-        if m and not _pid_alive(int(m.group(1))):
-            found.append(entry)
-        elif old_pat.match(entry.name) and _age_seconds(entry) > 3600:
-            found.append(entry)
+        if m:
+            yield entry, m
+
+
+def leftovers(path: str | Path) -> list[Path]:
+    """Temp siblings of ``path`` left by salun writers that are no longer running."""
+    path = Path(path)
+    found = [
+        e
+        for e, m in _siblings(path, rf"{TMP_MAGIC}\.(\d+)\.[0-9a-f]+")
+        if not _pid_alive(int(m.group(1)))
+    ]
     return sorted(found)
 
 
-def _age_seconds(p: Path) -> float:
-    try:
-        return time.time() - p.lstat().st_mtime
-    except OSError:
-        return 0.0
+def asides(path: str | Path) -> list[Path]:
+    """Old artifacts of ``path`` moved aside by salun's fallback replace: only entries whose
+    name carries their own inode number (a user's file of that name has another one)."""
+    out = []
+    for e, m in _siblings(Path(path), rf"{ASIDE_MAGIC}\.(\d+)"):
+        try:
+            if e.lstat().st_ino == int(m.group(1)):
+                out.append(e)
+        except OSError:
+            pass
+    return sorted(out)
 
 
 def recover(path: str | Path) -> None:
-    """Apply the recovery rule to ``path``: if ``NAME`` is missing and ``.NAME.old`` exists
-    (a writer was killed between moving the old artifact aside and moving the new one in),
-    put the old one back. Loaders call this before reading; writers before writing."""
+    """Apply the recovery rule to ``path``: if ``NAME`` is missing and salun moved the old
+    artifact aside (a writer was killed between moving it aside and moving the new one
+    in), put it back. Loaders call this before reading; writers before writing."""
     path = Path(path)
-    aside = _aside_name(path)
-    if aside.exists() and not os.path.lexists(path):
+    if os.path.lexists(path):
+        return
+    for aside in asides(path)[:1]:
         try:
-            os.rename(aside, path)
+            rename_noreplace(aside, path)
         except OSError:
             pass  # e.g. a read-only folder: the loader then reports NAME missing
 
 
 def clean_leftovers(path: str | Path) -> None:
-    """Recover ``path`` if needed, then remove what killed writers left beside it."""
+    """Recover ``path`` if needed, then remove what killed salun writers left beside it
+    (only names that carry salun's marker; see the module docstring)."""
     path = Path(path)
     recover(path)
-    aside = _aside_name(path)
-    if aside.exists() and os.path.lexists(path):
-        _remove(aside)
+    if os.path.lexists(path):
+        for aside in asides(path):
+            _remove(aside)
     for entry in leftovers(path):
         _remove(entry)
 
@@ -119,6 +151,110 @@ def _remove(p: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
     else:
         p.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- claims
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a run may do at publish time to an output it claimed.
+
+    Attributes:
+        may_replace: ``may_replace(path)`` is True when the thing now at ``path`` may be
+            swapped out (``--overwrite`` and a salun artifact of the claimed kind); it must
+            not raise nor block (no FIFOs opened).
+        refusal: how to end the message when something else is found there.
+    """
+
+    may_replace: Callable[[Path], bool]
+    refusal: str = "choose another --out, or move it away and rerun"
+
+
+_claims: dict[str, Claim] = {}
+_published: dict[str, tuple[int, int]] = {}  # path -> (st_dev, st_ino) this process put there
+
+
+def _key(path: str | Path) -> str:
+    return os.path.abspath(path)
+
+
+def claim(path: str | Path, c: Claim) -> None:
+    """Register ``path`` as this process's output: its publishes follow ``c``."""
+    _claims[_key(path)] = c
+    _published.pop(_key(path), None)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _pause_for_tests() -> None:
+    wait = os.environ.get(PAUSE_ENV)
+    if wait:
+        time.sleep(float(wait))
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Move the complete ``tmp`` (file or folder) to ``path``.
+
+    Unclaimed paths are replaced as before (internal files such as records in a benchmark
+    folder). A claimed path (see :func:`claim`) is never replaced by surprise: raises
+    :class:`SalunError` when something that is not ours is there, leaving it untouched
+    (``tmp`` is then removed by the caller).
+    """
+    key = _key(path)
+    c = _claims.get(key)
+    if c is None:
+        if tmp.is_dir():
+            replace_dir(tmp, path)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return
+    _pause_for_tests()
+    if not os.path.lexists(path):
+        try:
+            rename_noreplace(tmp, path)
+        except FileExistsError:
+            pass  # something appeared just now: judged below like anything found there
+        else:
+            _published[key] = _identity(path)
+            _fsync_dir(path.parent)
+            return
+    before = _identity(path)
+    ours = before is not None and before == _published.get(key)
+    if not (before is not None and (ours or c.may_replace(path))):
+        raise SalunError(
+            f"refusing to write {path}: it was created or changed by someone else while this "
+            f"run was working; nothing was replaced ({c.refusal})"
+        )
+    _swap_in(tmp, path, before)
+    _published[key] = _identity(path)
+
+
+def _swap_in(tmp: Path, path: Path, expected: tuple[int, int]) -> None:
+    """Replace ``path`` (checked to be ``expected``) by ``tmp``; the old one is deleted once
+    the new is in place. If ``path`` changed between the check and the swap, swap back."""
+    if _exchange(tmp, path):
+        if _identity(tmp) != expected:  # someone put something else there in between
+            _exchange(tmp, path)
+            raise SalunError(
+                f"refusing to write {path}: it changed while this run was publishing; "
+                "nothing was replaced"
+            )
+        _fsync_dir(path.parent)
+        _remove(tmp)  # ``tmp`` now names the old artifact
+        return
+    if tmp.is_dir():
+        replace_dir(tmp, path)
+    else:
+        os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 # ---------------------------------------------------------------- umask and fsync
@@ -185,7 +321,8 @@ def _fsync_tree(p: Path) -> None:
 
 
 def atomic_write(path: str | Path, writer: Callable[[str], Any]) -> None:
-    """Call ``writer(tmp_path)`` on a temp sibling, fsync it, then rename it onto ``path``.
+    """Call ``writer(tmp_path)`` on a temp sibling, fsync it, then move it to ``path``
+    (:func:`publish`: a claimed output is never replaced by surprise).
 
     A kill at any instant leaves the old file or the new complete one; a dead writer's
     temp file is removed by the next write to ``path``.
@@ -200,8 +337,7 @@ def atomic_write(path: str | Path, writer: Callable[[str], Any]) -> None:
         writer(str(tmp))
         _apply_umask(tmp)
         _fsync_file(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -236,8 +372,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         _apply_umask(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -252,15 +387,17 @@ def atomic_savefig(fig: Any, path: str | Path, **kwargs: Any) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
 
 
-# ---------------------------------------------------------------- atomic folder replace
+# ---------------------------------------------------------------- renames that never replace
 
+_RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _renameat2: Any = None
+_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two existing paths in one atomic step (Linux renameat2); False if unsupported."""
+def _renameat2_fn() -> Any:
+    """libc's ``renameat2`` (Linux, glibc >= 2.28), or False where there is none."""
     global _renameat2
     if _renameat2 is None:
         try:
@@ -271,38 +408,84 @@ def _exchange(a: Path, b: Path) -> bool:
             _renameat2 = fn
         except (AttributeError, OSError):
             _renameat2 = False
-    if _renameat2 is False:
-        return False
-    rc = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if rc == 0:
-        return True
+    return _renameat2
+
+
+def _rename2(a: Path, b: Path, flags: int) -> int:
+    """0 on success, else the errno; ``-1`` when renameat2 cannot do it here."""
+    fn = _renameat2_fn()
+    if fn is False:
+        return -1
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0:
+        return 0
     err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+    return -1 if err in _UNSUPPORTED else err
+
+
+def rename_noreplace(a: str | Path, b: str | Path) -> None:
+    """Rename ``a`` to ``b`` only if ``b`` does not exist; raises :class:`FileExistsError`
+    (``b`` untouched) if it does, even when it appeared an instant before.
+
+    Linux ``renameat2(RENAME_NOREPLACE)``; elsewhere ``link`` + ``unlink`` for files and,
+    for folders, ``mkdir`` of ``b`` followed by a rename onto that empty folder of ours
+    (which fails if anything was put into it meanwhile).
+    """
+    a, b = Path(a), Path(b)
+    err = _rename2(a, b, _RENAME_NOREPLACE)
+    if err == 0:
+        return
+    if err > 0:
+        raise OSError(err, os.strerror(err), str(b))
+    if a.is_dir() and not a.is_symlink():
+        os.mkdir(b)  # FileExistsError if b exists: a plain rename would replace an empty one
+        try:
+            os.rename(a, b)
+        except OSError:
+            raise FileExistsError(errno.EEXIST, "filled while being claimed", str(b)) from None
+        return
+    os.link(a, b)  # FileExistsError if b exists
+    os.unlink(a)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2); False if unsupported."""
+    err = _rename2(a, b, _RENAME_EXCHANGE)
+    if err == 0:
+        return True
+    if err < 0:
         return False  # the kernel or the filesystem cannot exchange: use the fallback
     raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
+
+
+# ---------------------------------------------------------------- atomic folder replace
 
 
 def replace_dir(new: Path, path: Path) -> None:
     """Put the complete folder ``new`` at ``path``, removing the folder that was there.
 
     At every instant ``path`` is the old folder or the new one (RENAME_EXCHANGE), or, on
-    the fallback, missing with ``.NAME.old`` complete, which :func:`recover` restores.
+    the fallback, missing with the old folder complete under ``.NAME.salun-old.<inode>``,
+    which :func:`recover` restores.
     """
     if not os.path.lexists(path):
-        os.rename(new, path)
+        rename_noreplace(new, path)
         _fsync_dir(path.parent)
         return
     if _exchange(new, path):
         _fsync_dir(path.parent)
         shutil.rmtree(new, ignore_errors=True)  # ``new`` now names the old tree
         return
-    aside = _aside_name(path)
-    if aside.exists():
-        _remove(aside)
+    aside = _aside_name(path, os.lstat(path).st_ino)  # marked: recovery trusts only this
     os.rename(path, aside)
-    os.rename(new, path)
+    try:
+        rename_noreplace(new, path)
+    except FileExistsError:
+        raise SalunError(
+            f"refusing to write {path}: something was created there while this run was "
+            f"replacing it; the old artifact is kept as {aside.name}"
+        ) from None
     _fsync_dir(path.parent)
-    # Rename the old tree to a temp name first: ``.NAME.old`` must only ever name a
+    # Rename the old tree to a temp name first: an aside name must only ever name a
     # complete folder, since recovery would restore it.
     trash = _tmp_name(path)
     os.rename(aside, trash)
@@ -310,7 +493,8 @@ def replace_dir(new: Path, path: Path) -> None:
 
 
 def atomic_dir(path: str | Path, writer: Callable[[Path], Any]) -> None:
-    """Build a folder with ``writer(tmp)`` in a temp sibling, then swap it into place.
+    """Build a folder with ``writer(tmp)`` in a temp sibling, then move it into place
+    (:func:`publish`: a claimed output is never replaced by surprise).
 
     The previous folder at ``path`` stays loadable until the new one is complete; a kill at
     any instant leaves the old folder or the new complete one (see :func:`replace_dir`).
@@ -324,7 +508,7 @@ def atomic_dir(path: str | Path, writer: Callable[[Path], Any]) -> None:
         writer(tmp)
         _apply_umask(tmp)
         _fsync_tree(tmp)
-        replace_dir(tmp, path)
+        publish(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -3,8 +3,13 @@
 Every writing verb calls :func:`claim_output` before it does any work, so a user never
 loses a file and never waits an hour for a refusal. An existing path is replaced only when
 it is a salun artifact of the same kind (recognised by its sidecar or header) **and** the
-user passed ``--overwrite``; an output that is an input, holds an input or holds the
-working directory is always refused. See docs/safety.md.
+user passed ``--overwrite``; an output that is an input, holds an input, lies inside an
+input folder or holds the working directory is always refused, as are FIFOs and other
+non-regular files and names too long to write.
+
+The claim holds for the whole run: the same rule is applied again, atomically, when the
+output is published (:func:`salun.io.publish`), so a file or folder that appeared at the
+path while the run was working is never replaced. See docs/safety.md.
 
 Example:
     >>> out = claim_output(args.out, "model", overwrite=args.overwrite, inputs=[args.model])
@@ -14,12 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from salun.errors import SalunError
-from salun.io import recover
+from salun.io import NAME_OVERHEAD, Claim, claim, recover
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,7 @@ def claim_output(
             f"refusing to write {path}: it contains the working directory {cwd}; "
             "choose an output inside it, not above it"
         )
+    _check_length(p)
     for inp in inputs:
         # Only inputs on disk count: a built-in dataset name ("digits") is not a path.
         if inp is None or str(inp) == "" or not os.path.lexists(_input_path(inp)):
@@ -241,11 +248,82 @@ def claim_output(
             raise SalunError(
                 f"refusing to write {path}: it {same} the input {inp}; choose another --out"
             )
+        if src.is_dir() and _inside(target, src):
+            raise SalunError(
+                f"refusing to write {path}: it lies inside the input folder {inp}, which "
+                "salun does not write into; choose an --out outside it"
+            )
     recover(p)  # a folder left aside by a killed replace counts as existing
     if os.path.lexists(p):
         _check_existing(p, spec, want_dir, overwrite)
     _check_parent(p)
+    # The same rule again at publish time, atomically (salun.io.publish).
+    claim(p, Claim(lambda q: overwrite and _replaceable(q, spec, want_dir)))
     return p
+
+
+def _kind_of_entry(p: Path) -> str | None:
+    """ "file", "folder", "link" or what else is at ``p`` (None: nothing), without opening it."""
+    try:
+        mode = os.lstat(p).st_mode
+    except OSError:
+        return None
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device"
+
+
+def _replaceable(p: Path, spec: OutputKind, want_dir: bool) -> bool:
+    """What ``--overwrite`` may replace, judged at the moment of publishing: a salun
+    artifact of the claimed kind holding nothing else. Never raises, never opens a FIFO."""
+    try:
+        if _kind_of_entry(p) != ("folder" if want_dir else "file") or not spec.recognise(p):
+            return False
+        if want_dir and spec.owns is not None:
+            return all(spec.owns(e.name) for e in p.iterdir())
+        return True
+    except OSError:
+        return False
+
+
+def _check_length(p: Path) -> None:
+    """Refuse, before any work, a name the file system would refuse only at the end.
+
+    salun writes ``.NAME.salun-tmp.<pid>.<hex>`` beside each output, so its last name is
+    limited to the file system's name limit minus :data:`salun.io.NAME_OVERHEAD`; folders
+    still to be created, to the limit itself.
+    """
+    full = p.absolute()
+    parent = _nearest_existing(full.parent)
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+        path_max = os.pathconf(parent, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    new_parts = full.relative_to(parent).parts if _inside(full, parent) else full.parts[1:]
+    for i, part in enumerate(new_parts):
+        limit = name_max - NAME_OVERHEAD if i == len(new_parts) - 1 else name_max
+        n = len(os.fsencode(part))
+        if n > limit:
+            raise SalunError(
+                f"cannot write --out: the name {part[:24]}... is {n} bytes long, at most {limit} "
+                f"here (the file system allows {name_max}; salun adds up to {NAME_OVERHEAD} "
+                "for its temp name); choose a shorter one"
+            )
+    n = len(os.fsencode(str(full)))
+    if n > path_max - NAME_OVERHEAD:
+        raise SalunError(
+            f"cannot write {str(p)[:40]}...: the path is {n} bytes long, at most "
+            f"{path_max - NAME_OVERHEAD}; choose a shorter one"
+        )
 
 
 def _input_path(inp: str | Path) -> Path:
@@ -261,6 +339,12 @@ def _check_existing(p: Path, spec: OutputKind, want_dir: bool, overwrite: bool) 
     a = "a folder" if want_dir else "a file"
     if p.is_symlink():
         raise SalunError(f"refusing to write {p}: it is a symbolic link; name a plain path")
+    entry = _kind_of_entry(p)
+    if entry not in ("file", "folder", None):  # opening a FIFO to look inside would hang
+        raise SalunError(
+            f"refusing to write {p}: it is a {entry}, not a regular file or folder; "
+            "choose a new path"
+        )
     if want_dir and not p.is_dir():
         raise SalunError(f"refusing to write {p}: it exists and is a file, but {a} is written")
     if not want_dir and p.is_dir():
