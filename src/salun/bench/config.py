@@ -118,6 +118,9 @@ class BenchConfig:
         description: free text shown in the report.
         audit: the per-example audit run after the final runs (``audit:`` in YAML;
             None: no audit). See ``audit_column.py`` and docs/audit.md.
+        grid_extend: how many values the ``tuned`` search may add beyond an end of a
+            method's grid, one at a time, while the best value sits at that end (the
+            next log step beyond it); 0: the grid is searched as given.
     """
 
     name: str
@@ -135,10 +138,12 @@ class BenchConfig:
     mia_features: tuple[str, ...] = FEATURES
     description: str = ""
     audit: AuditColumn | None = None
+    grid_extend: int = 0
 
     def __post_init__(self) -> None:
         # the whole config is checked here, before anything trains (grids: parse_methods)
         check_fields(self)
+        check_int("grid_extend", self.grid_extend, 0)
         check_each("seeds", self.seeds, check_seed)
         check_each("tune_seeds", self.tune_seeds, check_seed)
         check_positive("width", self.width)
@@ -176,6 +181,8 @@ class BenchConfig:
         d = asdict(self)
         if d["audit"] is None:  # configs (and folders) of before the audit keep their hash
             del d["audit"]
+        if d["grid_extend"] == 0:  # and of before grid extension
+            del d["grid_extend"]
         return stable_hash(d)
 
     def scenario(self, name: str) -> Scenario:
@@ -350,6 +357,7 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
         protocols=protocols,
         tune_seeds=tune_seeds,
         mia_features=tuple(mia),
+        grid_extend=raw.get("grid_extend", 0),
         description=str(raw.get("description") or ""),
         audit=(
             None

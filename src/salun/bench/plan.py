@@ -206,6 +206,19 @@ def grid_edge(grid: Sequence[float], value: float) -> str | None:
     return None
 
 
+def widened(grid: Sequence[float], edge: str) -> tuple[float, ...]:
+    """``grid`` with one value added beyond its ``lowest`` / ``highest`` end: one more log
+    step, the ratio between that end and its nearest neighbour (1e-3 after 3e-3, 1e-2)."""
+    values = sorted(grid)
+    if len(values) < 2:
+        raise ValueError("a grid needs two values to be widened")
+    if edge == "lowest":
+        return (values[0] ** 2 / values[1], *grid)
+    if edge == "highest":
+        return (*grid, values[-1] ** 2 / values[-2])
+    raise ValueError(f"edge must be 'lowest' or 'highest', got {edge!r}")
+
+
 def choose_value(
     grid: Sequence[float],
     gaps_by_seed: Mapping[float, Mapping[int, float | None]],

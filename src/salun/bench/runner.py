@@ -48,6 +48,7 @@ from salun.bench.plan import (
     search_grid,
     split_file,
     tune_key,
+    widened,
 )
 from salun.bench.plan import method_overrides as with_seed_lr
 from salun.bench.runlog import RunLog
@@ -388,34 +389,55 @@ class _Runner:
     # ---- learning-rate search and final runs ---------------------------------------
     def _search_lrs(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Run every value of every grid on every tuning seed; per (scenario, method) choose
-        the value with the smallest mean Avg. Gap over those seeds (``choose_value``)."""
+        the value with the smallest mean Avg. Gap over those seeds (``choose_value``).
+
+        With ``grid_extend: K`` a choice at an end of its grid adds the next log step
+        beyond that end (``widened``), runs it, and chooses again, up to K times per
+        (scenario, method): the search brackets each method's best instead of stopping at
+        the edge. Every added value is a search run like the others (resumable, recorded).
+        """
         cfg = self.cfg
-        choices: dict[tuple[str, str], dict[str, Any]] = {}
         if not cfg.tune_lr:
-            return choices
-        tasks = [
-            self._unlearn_task(m, sc.name, seed, TUNE, lr)
+            return {}
+        grids = {
+            (sc.name, m.label): self._grid(m)
             for m in cfg.methods
             for sc in cfg.scenarios
-            for seed in cfg.search_seeds
-            for lr in self._grid(m)
-        ]
-        self._stage(tasks)
-        for m in cfg.methods:
-            grid = self._grid(m)
-            for sc in cfg.scenarios:
-                if not grid:
-                    continue
-                gaps: dict[float, dict[int, float | None]] = {}
-                for lr in grid:
-                    for seed in cfg.search_seeds:
-                        rec = self.store.get(tune_key(sc.name, seed, m.label, self._field(m), lr))
-                        ok = rec is not None and rec["status"] == "ok"
-                        gaps.setdefault(lr, {})[seed] = rec["avg_gap"] if ok else None
-                choices[(sc.name, m.label)] = choose_value(
-                    grid, gaps, field=self._field(m), tune_seeds=cfg.search_seeds
-                )
+            if self._grid(m)
+        }
+        todo = dict(grids)
+        choices: dict[tuple[str, str], dict[str, Any]] = {}
+        for widening in range(cfg.grid_extend + 1):
+            # a stage skips the runs already recorded: only new values run after the first
+            self._stage(
+                [
+                    self._unlearn_task(cfg.method(label), scenario, seed, TUNE, lr)
+                    for (scenario, label), grid in todo.items()
+                    for seed in cfg.search_seeds
+                    for lr in grid
+                ]
+            )
+            todo = {}
+            for (scenario, label), grid in grids.items():
+                choice = self._choose(scenario, cfg.method(label), grid)
+                choices[(scenario, label)] = choice
+                if choice["at_edge"] and widening < cfg.grid_extend:
+                    grids[(scenario, label)] = widened(grid, choice["at_edge"])
+                    todo[(scenario, label)] = grids[(scenario, label)]
+            if not todo:
+                break
         return choices
+
+    def _choose(self, scenario: str, m: MethodEntry, grid: tuple[float, ...]) -> dict:
+        """The search's choice over ``grid`` from the recorded search runs."""
+        field = self._field(m)
+        gaps: dict[float, dict[int, float | None]] = {}
+        for lr in grid:
+            for seed in self.cfg.search_seeds:
+                rec = self.store.get(tune_key(scenario, seed, m.label, field, lr))
+                ok = rec is not None and rec["status"] == "ok"
+                gaps.setdefault(lr, {})[seed] = rec["avg_gap"] if ok else None
+        return choose_value(grid, gaps, field=field, tune_seeds=self.cfg.search_seeds)
 
     def _final_runs(self, choices: dict[tuple[str, str], dict[str, Any]]) -> None:
         """One stage per protocol, ``paper`` first: a ``tuned`` run identical to a run
