@@ -542,7 +542,8 @@ def test_argparse_errors_are_one_salun_error_at_every_level(capsys):
             parser.parse_args(argv)
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1 and err.startswith("salun: error: salun")
+        assert len(err.strip().splitlines()) == 1 and err.startswith("salun: error: ")
+        assert not err.startswith("salun: error: salun")  # one prefix, not the prog again
 
 
 def test_warnings_are_held_back_on_a_user_error_and_shown_on_success(monkeypatch, capsys):

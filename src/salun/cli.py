@@ -10,6 +10,7 @@ import contextlib
 import json
 import sys
 import warnings
+from dataclasses import dataclass
 
 from salun.cli_options import (
     DataOption,
@@ -24,6 +25,7 @@ from salun.cli_options import (
 )
 from salun.config_cli import (
     OneLineParser,
+    UsageError,
     add_dataclass_args,
     add_options,
     dataclass_from_args,
@@ -33,6 +35,17 @@ from salun.errors import SalunError
 from salun.outputs import add_overwrite_flag
 from salun.train import TrainConfig
 from salun.validate import check_each, check_int, check_range, check_seed
+
+
+@dataclass(frozen=True)
+class TopOptions:
+    """The options of ``salun`` itself (before the verb).
+
+    Attributes:
+        version: print salun's version and exit
+    """
+
+    version: bool = False
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -72,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="salun",
         description="Machine unlearning with weight saliency (SalUn, ICLR 2024).",
     )
+    add_options(parser, TopOptions)  # --version (answered in _run before the verb is needed)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("split", help="write a forget/retain split file")
@@ -121,7 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
         ("salun.audit_cli", "add_audit_subcommands"),
     ):
         _add_optional(sub, module, fn)
+    _name_presets(sub)
     return parser
+
+
+def _name_presets(sub: argparse._SubParsersAction) -> None:
+    """``--preset``'s help lists the presets that exist for the verb (configs/*.yaml, read
+    when the parser is built), so no help text names a stale or partial list."""
+    from salun.bench.presets import preset_help
+
+    for verb in ("bench", "audit"):
+        parser = sub.choices.get(verb)
+        for action in parser._actions if parser is not None else ():
+            if "--preset" in action.option_strings:
+                action.help = preset_help(verb).replace("%", "%%")
 
 
 def _add_optional(sub, module: str, fn: str) -> None:
@@ -226,8 +253,11 @@ def cmd_mask(args) -> None:
         data=args.data,
         augment=args.augment,
     )
-    for p in paths:
-        print(f"wrote {p}", file=sys.stderr)
+    for p, keep in zip(paths, keeps):
+        print(f"wrote {p} (keep {keep:g})", file=sys.stderr)
+    if len(paths) > 1:  # --out named none of them: say which names the next verb takes
+        print("one file per --keep value: pass one of them to `salun unlearn --mask`",
+              file=sys.stderr)  # fmt: skip
 
 
 def method_parser(name: str) -> OneLineParser:
@@ -292,8 +322,30 @@ def cmd_methods(args) -> None:
 
     for name in list_methods():
         spec = get_method(name)
-        cfg = spec.config()
-        print(f"{name:12s} {spec.summary}  [lr {getattr(cfg, 'lr', '-')}]")
+        print(f"{name:12s} {spec.summary}  [{_default_step(spec.config())}]")
+
+
+def _default_step(cfg) -> str:
+    """The default learning rate, or the setting the benchmark searches instead (IU's
+    ``alpha``), or what a method without one uses: one spelling for every method."""
+    field = getattr(type(cfg), "grid_field", "lr")  # as salun.bench.plan.grid_field
+    value = getattr(cfg, field, None)
+    if value is None and field == "lr":
+        return "lr: the original's"  # Retrain: the original recipe's learning rate
+    return f"{field} {value:g}" if isinstance(value, float) else f"{field} {value}"
+
+
+def _late_flags(prog: str) -> list[str]:
+    """Flags of the parsers built after the first parse (``salun unlearn --method M``),
+    for the "did you mean" of a misspelt method setting."""
+    parts = prog.split()
+    if parts[:3] != ["salun", "unlearn", "--method"] or len(parts) < 4:
+        return []
+    try:
+        mp = method_parser(parts[3])
+    except SalunError:
+        return []
+    return [s for a in mp._actions for s in a.option_strings if s.startswith("--")]
 
 
 def _one_line(text: object) -> str:
@@ -316,6 +368,11 @@ def _replay(caught: list) -> None:
 
 def _run(argv: list[str]) -> int:
     parser = build_parser()
+    if argv[:1] == ["--version"]:
+        from salun import __version__
+
+        print(f"salun {__version__}")
+        return 0
     # The unlearn verbs parse their method's generated flags with a second parser.
     if argv[:1] == ["unlearn"] or argv[:2] == ["sd", "unlearn"]:
         args, rest = parser.parse_known_args(argv)
@@ -327,7 +384,11 @@ def _run(argv: list[str]) -> int:
         from salun.precision import apply_policy_arguments
 
         apply_policy_arguments(args)
-    with torch_threads(getattr(args, "threads", None)):
+    from salun.utils import progress_lines
+
+    # train, unlearn and gen write a plain line every so often when stderr is a log file
+    lines = argv[:1] in (["train"], ["unlearn"], ["gen"])
+    with torch_threads(getattr(args, "threads", None)), progress_lines(lines):
         code = handler(args)
     return code if isinstance(code, int) else 0
 
@@ -346,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             code = _run(argv)
+    except UsageError as e:  # the parser's own prog is not repeated after `salun: error:`
+        from salun.cli_errors import usage_line
+
+        line = usage_line(str(e), argv, build_parser(), _late_flags)
+        print(f"salun: error: {_one_line(line)}", file=sys.stderr)
+        return 2
     except SalunError as e:
         print(f"salun: error: {_one_line(e)}", file=sys.stderr)
         return 2

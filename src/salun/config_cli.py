@@ -77,7 +77,8 @@ def _base_type(tp: Any) -> tuple[Any, bool]:
 
 
 def _help(text: str) -> str:
-    return text.replace("%", "%%")  # argparse %-formats help strings
+    # argparse %-formats help strings; RST's ``literal`` reads as `literal` on a terminal
+    return re.sub(r"``([^`]+)``", r"`\1`", text).replace("%", "%%")
 
 
 def _tag(action: argparse.Action, cls: type) -> argparse.Action:

@@ -80,10 +80,112 @@ def _silenced(quiet: bool) -> bool:
     return quiet or os.environ.get("SALUN_QUIET") == "1"
 
 
+_LINES = {"on": False}  # set by progress_lines: plain progress lines in a log
+
+
+@contextmanager
+def progress_lines(enabled: bool = True) -> Iterator[None]:
+    """Within the block, :func:`progress` writes plain lines (:class:`LineProgress`) where a
+    bar cannot be drawn: stderr is not a terminal, e.g. ``salun train ... 2> log``. The
+    verbs a user runs by hand turn it on; the benchmark keeps its one line per run."""
+    before = _LINES["on"]
+    _LINES["on"] = enabled
+    try:
+        yield
+    finally:
+        _LINES["on"] = before
+
+
+class LineProgress:
+    """The part of tqdm's interface salun uses, written as one plain line per tenth of
+    the total (an epoch of a 10-epoch run) and at least every ``every_s`` seconds:
+    ``desc: 3/10 (30 %), 12 s elapsed, about 28 s left; loss=0.41``. A log that is
+    redirected shows the run advancing instead of minutes of silence."""
+
+    disable = False
+
+    def __init__(self, iterable=None, *, total=None, desc="", every_s=60.0, clock=None):
+        import time
+
+        self.iterable, self.desc, self.every_s = iterable, desc or "progress", every_s
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total, self.n, self.postfix = total, 0, ""
+        self.clock = clock or time.monotonic
+        self.start = self.last_time = self.clock()
+        self.next_n = self._step()
+
+    def _step(self) -> int:
+        return self.n + max(1, (self.total or 0) // 10) if self.total else 2**62
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self.clock()
+        done = self.total is not None and self.n >= self.total
+        if self.n >= self.next_n or done or now - self.last_time >= self.every_s:
+            self._line(now)
+            self.next_n = self._step() if not done else 2**62
+
+    def _line(self, now: float) -> None:
+        elapsed = now - self.start
+        text = f"{self.desc}: {self.n}"
+        if self.total:
+            text += f"/{self.total} ({100 * self.n / self.total:.0f} %)"
+        text += f", {_seconds(elapsed)} elapsed"
+        if self.total and 0 < self.n < self.total:
+            text += f", about {_seconds(elapsed / self.n * (self.total - self.n))} left"
+        if self.postfix:
+            text += f"; {self.postfix}"
+        self.last_time = now
+        print(text, file=sys.stderr, flush=True)
+
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs) -> None:
+        items = {**(ordered_dict or {}), **kwargs}
+        self.postfix = ", ".join(f"{k}={_short(v)}" for k, v in items.items())
+
+    def set_postfix_str(self, s: str = "", refresh=True) -> None:
+        self.postfix = str(s)
+
+    def set_description(self, desc: str = "", refresh=True) -> None:
+        self.desc = desc
+
+    def write(self, s: str, file=None, **kwargs) -> None:
+        print(s, file=file or sys.stderr, flush=True)
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
 def progress(iterable=None, *, total=None, desc: str = "", quiet: bool = False, leave=False):
     """A tqdm bar on stderr, silenced by ``quiet``, ``SALUN_QUIET=1`` or a stderr that is not
-    a terminal (a redirected log would fill with carriage-return redraws)."""
-    disable = _silenced(quiet) or not stderr_is_terminal()
+    a terminal (a redirected log would fill with carriage-return redraws); within
+    :func:`progress_lines`, a log gets plain lines instead (:class:`LineProgress`)."""
+    terminal = stderr_is_terminal()
+    if _LINES["on"] and not terminal and not _silenced(quiet):
+        return LineProgress(iterable, total=total, desc=desc)
+    disable = _silenced(quiet) or not terminal
     return tqdm(
         iterable,
         total=total,

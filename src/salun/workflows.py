@@ -6,6 +6,7 @@ model), does its work and writes its artifact atomically with full provenance.
 
 from __future__ import annotations
 
+import glob
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +18,7 @@ from salun.artifacts import load_model, read_meta, save_model
 from salun.data import DataBundle, Split, check_split_fits, load_dataset, load_split
 from salun.data.registry import canonical_spec
 from salun.data.splits import data_fingerprint
-from salun.errors import SalunError
+from salun.errors import ArtifactError, SalunError
 from salun.io import sha256_file
 from salun.metrics import evaluate_unlearning
 from salun.models import build_model, model_kwargs_for
@@ -205,6 +206,21 @@ def mask_paths(out: str | Path, keeps: list[float]) -> list[Path]:
     return [out.with_name(f"{out.stem}_keep{keep}{out.suffix}") for keep in keeps]
 
 
+def check_mask_named(path: str | Path) -> None:
+    """A missing ``--mask FILE`` whose per-value siblings exist (``salun mask --keep 0.5
+    --keep 0.1 --out FILE`` writes ``FILE_keep0.5...``) gets an error naming them."""
+    path = Path(path)
+    if path.exists():
+        return
+    siblings = sorted(path.parent.glob(f"{glob.escape(path.stem)}_keep*{path.suffix}"))
+    if siblings:
+        names = ", ".join(str(s) for s in siblings)
+        raise ArtifactError(
+            f"mask file {path} does not exist; `salun mask` with several --keep values wrote "
+            f"one file per value: pass one of {names}"
+        )
+
+
 def unlearn_model_folder(
     model_dir,
     split_file,
@@ -233,6 +249,7 @@ def unlearn_model_folder(
     cfg = make_config(method, overrides)
     mask, mask_meta = (None, None)
     if mask_file:
+        check_mask_named(mask_file)
         mask, mask_meta = load_mask(mask_file, model)
         if mask_meta.get("split_hash") not in (None, split.hash):
             raise SalunError(

@@ -26,12 +26,46 @@ def preset_dirs() -> list[Path]:
     return out
 
 
-def list_presets() -> list[str]:
-    names = set()
+def list_presets(kind: str | None = None) -> list[str]:
+    """The preset names found in :func:`preset_dirs` (only those of ``kind`` if given:
+    ``bench``, ``audit``, ``gen`` or ``sd``, see :func:`preset_kind`)."""
+    names = {}
     for d in preset_dirs():
         if d.is_dir():
-            names.update(p.stem for p in d.glob("*.yaml"))
-    return sorted(names)
+            for p in sorted(d.glob("*.yaml")):
+                names.setdefault(p.stem, p)  # the first folder wins, as in preset_path
+    return sorted(n for n, p in names.items() if kind is None or preset_kind(p) == kind)
+
+
+def preset_kind(path: Path) -> str | None:
+    """Which verb a preset file is for, from its top-level keys: ``bench`` (scenarios and
+    methods), ``audit`` (shadows), ``gen`` (a DDPM preset: forget_class and train), ``sd``
+    (resolution); None for a file that is none of these or does not parse."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if "scenarios" in data and "methods" in data:
+        return "bench"
+    if "shadows" in data:
+        return "audit"
+    if "resolution" in data:
+        return "sd"
+    if "forget_class" in data and "train" in data:
+        return "gen"
+    return None
+
+
+def preset_help(kind: str) -> str:
+    """The help of a ``--preset`` flag: the names of the presets of ``kind`` that exist
+    (generated, so a new ``configs/*.yaml`` appears without editing any help text)."""
+    names = list_presets(kind)
+    shown = ", ".join(names) if names else "none found"
+    return f"a preset name (configs/NAME.yaml): {shown}"
 
 
 def preset_path(name: str) -> Path:

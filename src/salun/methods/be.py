@@ -29,7 +29,7 @@ class BEConfig(SGDConfig):
     """Boundary Expanding. Fields beyond :class:`SGDConfig`:
 
     Attributes:
-        lr: 1e-5. The paper's value was not found; small, as BS [SIBLING].
+        lr: 1e-5. The paper's value was not found; small, as BS.
         lr_grid: log-spaced over [1e-6, 1e-2].
         remove_shadow: drop the shadow output before returning (Chen et al.; default).
             False keeps K+1 outputs, as the SalUn reference code does.

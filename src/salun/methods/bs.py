@@ -25,9 +25,9 @@ class BSConfig(SGDConfig):
 
     Attributes:
         lr: 1e-5. The paper's value was not found; its authors searched a small range
-            (the sibling range starts at 1e-8) [SIBLING], so the default sits low.
+            (starting at 1e-8), so the default sits low.
         lr_grid: log-spaced over [1e-6, 1e-2].
-        eps: the FGSM step on the [0, 1] pixel scale (paper: 0.1, fixed) [SIBLING].
+        eps: the FGSM step on the [0, 1] pixel scale (paper: 0.1, fixed).
     """
 
     lr: float = 1e-5  # [NOT FOUND]: small, as the authors' search range, docs/method.md

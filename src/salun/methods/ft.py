@@ -18,8 +18,8 @@ class FTConfig(SGDConfig):
     """Fine-tuning. Fields as :class:`SGDConfig`, with these defaults:
 
     Attributes:
-        lr: 0.01, the reference README's FT example (10 epochs, lr 0.01) [REPO, SIBLING].
-        lr_grid: log-spaced over the paper's range [1e-4, 1e-1] [SIBLING author statement].
+        lr: 0.01, the reference README's FT example (10 epochs, lr 0.01).
+        lr_grid: log-spaced over the paper's range [1e-4, 1e-1] (the authors' statement).
     """
 
     lr: float = 0.01  # reference README (initial) and Unlearn-Sparse README, docs/method.md

@@ -17,11 +17,11 @@ class GAConfig(SGDConfig):
     """Gradient ascent. Fields as :class:`SGDConfig`, with these defaults:
 
     Attributes:
-        epochs: 5, the reference README's GA example [REPO].
-        lr: 1e-4, the same example [REPO]; a maintainer advises 5e-4–1e-3 for random
-            forgetting [ISSUE #8], hence the grid.
+        epochs: 5, the reference README's GA example.
+        lr: 1e-4, the same example; the reference's maintainers advise 5e-4–1e-3 for
+            random forgetting, hence the grid.
         lr_grid: log-spaced over [1e-5, 1e-3]: GA is very lr-sensitive and collapses the
-            model above that [SIBLING Unlearn-Sparse #5; DESIGN §4 calibration].
+            model above that (the authors' earlier Unlearn-Sparse code; our calibration).
     """
 
     epochs: int = 5  # reference README example, docs/method.md

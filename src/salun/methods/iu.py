@@ -42,9 +42,9 @@ class IUConfig:
     """Influence unlearning.
 
     Attributes:
-        alpha: α, the step along H⁻¹v. The paper searched [1, 20] [ISSUE #11, a user
-            quoting the paper]; the reference default is 0.2 and a user found α ≥ 5 broke
-            the model. Default 1, the low end of the paper's range.
+        alpha: α, the step along H⁻¹v. The paper searched [1, 20]; the reference default is
+            0.2, and a user of the reference code found that α ≥ 5 broke the model.
+            Default 1, the low end of the paper's range.
         lr_grid: candidate values of ``alpha`` (IU has no learning rate; ``grid_field``
             names the field the benchmark's search sets): the reference default plus the
             paper's range.

@@ -24,8 +24,8 @@ class L1SparseConfig(SGDConfig):
     """Fields beyond :class:`SGDConfig` (whose lr defaults to 0.01 here):
 
     Attributes:
-        lr: 0.01, the reference README's example (10 epochs, lr 0.01) [REPO].
-        lr_grid: as FT, log-spaced over [1e-4, 1e-1] [SIBLING].
+        lr: 0.01, the reference README's example (10 epochs, lr 0.01).
+        lr_grid: as FT, log-spaced over [1e-4, 1e-1].
         alpha: α, the initial ℓ1 weight. The paper's value was not found (docs/method.md);
             the reference's default 0.2 is shared with IU and is no tuned ℓ1 weight (with
             the norm summed over ~10^7 weights it wipes a ResNet-18 out). 5e-4 is our

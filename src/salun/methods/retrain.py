@@ -25,7 +25,7 @@ class RetrainConfig:
     """Overrides of the original model's training recipe; ``None`` keeps the original value.
 
     Without an original recipe in the context, the base is :class:`TrainConfig`'s defaults
-    (SGD, cosine schedule from lr 0.1: the paper's Retrain recipe [SIBLING, docs/method.md]).
+    (SGD, cosine schedule from lr 0.1: the paper's Retrain recipe, docs/method.md).
 
     Attributes:
         epochs: training epochs (paper: 182, as the original; None = the original's).
