@@ -166,14 +166,17 @@ def _add_optional(sub, module: str, fn: str) -> None:
 
 def cmd_split(args) -> None:
     from salun.data import load_dataset, make_split, save_split
+    from salun.data.forget_ids import split_request
     from salun.data.registry import canonical_spec
     from salun.outputs import claim_output
 
-    claim_output(args.out, "split", overwrite=args.overwrite, inputs=[args.data])
+    claim_output(args.out, "split", overwrite=args.overwrite, inputs=[args.data, args.forget_ids])
+    scenario, ids = split_request(args.scenario, args.forget_ids)  # a deletion request, or drawn
     bundle = load_dataset(args.data)
     split = make_split(
         bundle,
-        args.scenario,
+        scenario,
+        ids=ids,
         fraction=args.fraction,
         count=args.count,
         classes=args.classes,

@@ -66,22 +66,26 @@ class SplitOptions:
 
     Attributes:
         data: dataset, e.g. fashion-mnist, cifar10, npz:PATH
-        scenario: random data forgetting or class-wise forgetting
+        scenario: random data forgetting or class-wise forgetting (not needed with
+            --forget-ids)
         fraction: random: fraction of the train set to forget
         count: random: number of samples to forget
         classes: class-wise: classes
         seed: split seed (default: 0)
         val_fraction: fraction of each class held out for validation (default: 0)
+        forget_ids: forget exactly the training examples this file names (a deletion
+            request): one index per line (# comments allowed) or a JSON list
         out: split file to write (JSON)
     """
 
     data: str | None = option(required=True)
-    scenario: str | None = option(required=True, choices=["random", "class"])
+    scenario: str | None = option(None, choices=["random", "class"])
     fraction: float | None = None
     count: int | None = None
     classes: tuple[int, ...] = option((), nargs="+")
     seed: int = 0
     val_fraction: float = 0.0
+    forget_ids: str | None = None
     out: str | None = option(required=True)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from salun.errors import ArtifactError, SalunError
 from salun.io import atomic_write_json, sha256_bytes, stable_hash
 from salun.validate import check_seed
 
-SCENARIOS = ("random", "class")
+SCENARIOS = ("random", "class", "ids")
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,9 @@ class Split:
         return np.flatnonzero(keep).astype(np.int64)
 
     def describe(self) -> str:
-        what = f"classes {list(self.classes)}" if self.scenario == "class" else "random"
+        what = {"class": f"classes {list(self.classes)}", "ids": "named ids"}.get(
+            self.scenario, "random"
+        )
         return (
             f"{self.dataset} {what}: forget {len(self.forget)}, retain {len(self.retain)}, "
             f"val {len(self.val)} (seed {self.seed}, hash {self.hash})"
@@ -102,29 +105,43 @@ def make_split(
     seed: int = 0,
     val_fraction: float = 0.0,
     data_spec: str | None = None,
+    ids: Any = None,
 ) -> Split:
-    """Draw the forget/retain/validation split for random or class-wise forgetting.
+    """Draw the forget/retain/validation split for random or class-wise forgetting, or
+    build the split of a deletion request (``"ids"``).
 
     The validation split (``val_fraction`` of each class, as the reference's 10 %) is drawn
     first; D_f is drawn from what remains, so it never overlaps validation.
 
     Args:
         bundle: the dataset.
-        scenario: ``"random"`` or ``"class"``.
+        scenario: ``"random"``, ``"class"`` or ``"ids"`` (forget the examples ``ids`` names:
+            see :mod:`salun.data.forget_ids`).
         fraction: random forgetting: the fraction of the (non-validation) training set to forget.
         count: random forgetting: an exact number of samples instead of ``fraction``.
         classes: class-wise forgetting: the classes whose every training sample is forgotten.
         seed: the split's seed (numpy ``default_rng``).
         val_fraction: fraction of each class held out for validation, in [0, 1).
         data_spec: the spec the bundle was loaded with (recorded; see ``canonical_spec``).
+        ids: ``"ids"``: the training-set indices to forget (a list, or read from a file by
+            :func:`salun.data.forget_ids.read_forget_ids`).
 
     Example:
         >>> split = make_split(bundle, "random", fraction=0.1, seed=0)
+        >>> request = make_split(bundle, "ids", ids=[12, 7, 1003])
     """
     labels = bundle.train.labels.numpy()
     n = len(labels)
     if scenario not in SCENARIOS:
-        raise SalunError(f"unknown scenario {scenario!r}; choose 'random' or 'class'")
+        raise SalunError(f"unknown scenario {scenario!r}; choose 'random', 'class' or 'ids'")
+    if (scenario == "ids") != (ids is not None):
+        raise SalunError("ids= goes with scenario 'ids' (and scenario 'ids' needs ids=)")
+    if scenario == "ids":
+        if fraction is not None or count is not None or classes:
+            raise SalunError("forgetting named ids takes no fraction, count or classes")
+        from salun.data.forget_ids import make_id_split
+
+        return make_id_split(bundle, ids, seed=seed, val_fraction=val_fraction, data_spec=data_spec)
     if not 0.0 <= val_fraction < 1.0:
         raise SalunError(f"val_fraction must lie in [0, 1), got {val_fraction}")
     check_seed("seed", seed)  # numpy refuses negative seeds with a ValueError
