@@ -37,7 +37,8 @@ def test_unlearn_help_lists_the_methods_config_fields(capsys):
     for name in listed:
         flag = "--" + name.replace("_", "-")
         assert flag in out, flag
-        assert _flat(docs[name]) in out, name  # the docstring's help text, verbatim
+        # the docstring's help text, with RST ``literal`` shown as `literal` (config_cli)
+        assert _flat(re.sub(r"``([^`]+)``", r"`\1`", docs[name])) in out, name
     assert "η of the target (reference: 1). (default: 1.0)" in out
 
 
@@ -94,7 +95,7 @@ def test_flag_beats_set_beats_recipe(recorded, tmp_path):
     [
         (["--alpha", "1"], r"unrecognized arguments: --alpha"),  # SalUn's field, not ESD's
         (["--negative-guidance", "abc"], r"--negative-guidance.*abc"),
-        (["--timestep-mapping", "late"], r"timestep_mapping"),
+        (["--frozen-dtype", "float8"], r"frozen.dtype.*float8"),
     ],
 )
 def test_bad_generated_flags_are_one_line_errors(recorded, tmp_path, capsys, extra, pattern):
@@ -104,6 +105,42 @@ def test_bad_generated_flags_are_one_line_errors(recorded, tmp_path, capsys, ext
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(pattern, err), err
+    assert "cfg" not in recorded and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("recipe_res", "argv_res", "set_res", "want"),
+    [
+        (None, None, None, 512),  # ESD's own default (SD v1)
+        (None, "16", None, 16),  # --resolution sizes ESD's sampling too
+        (16, None, None, 16),  # so does the recipe's top-level resolution:
+        (16, None, 16, 16),  # the same value twice is no conflict
+        (None, None, 24, 24),  # --set alone still works
+    ],
+)
+def test_one_resolution_per_run(recorded, tmp_path, recipe_res, argv_res, set_res, want):
+    recipe = tmp_path / "r.yaml"
+    body = {"model": "m", "method": "esd", "methods": {"esd": {"concept": "x"}}}
+    if recipe_res is not None:
+        body["resolution"] = recipe_res
+    recipe.write_text(yaml.safe_dump(body))
+    argv = ["sd", "unlearn", "--config", str(recipe), "--out", str(tmp_path / "u")]
+    argv += ["--resolution", argv_res] if argv_res else []
+    argv += ["--set", f"resolution={set_res}"] if set_res else []
+    assert main(argv) == 0
+    assert recorded["cfg"].resolution == want
+
+
+def test_two_resolutions_for_one_run_are_one_error(recorded, tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(
+        {"model": "m", "resolution": 16, "methods": {"esd": {"concept": "x", "resolution": 32}}}
+    ))  # fmt: skip
+    out = tmp_path / "u"
+    argv = ["sd", "unlearn", "--config", str(recipe), "--method", "esd", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(r"two resolutions.*16.*32", err), err
     assert "cfg" not in recorded and not out.exists()
 
 

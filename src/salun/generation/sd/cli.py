@@ -56,7 +56,7 @@ register_kind(
 )
 DEFAULT_SCHEDULER = "lms"  # the reference's; SampleConfig holds the other sampling defaults
 # Method-config fields the `unlearn` verb's own flags already set (--seed, --quiet, ...);
-# ESD's `resolution` stays a --set / recipe setting, as --resolution sizes the data.
+# ESD's `resolution` is the run's --resolution (or the recipe's top-level resolution:).
 UNLEARN_OWN_FIELDS = ("seed", "quiet", "mixed_precision", "gradient_checkpointing", "resolution")
 
 
@@ -209,6 +209,24 @@ def _auto_concept(method: str, recipe: dict[str, Any]) -> str:
     return train_prompt(c) if method == "esd" else imagenette_classes()[c].name
 
 
+def _one_resolution(values: dict[str, Any], recipe: dict[str, Any], cls: type) -> None:
+    """One image side per run: the run's resolution (``--resolution`` or the recipe's
+    ``resolution:``) also sizes a method's own sampling (ESD); a different value given
+    for the method alone is an error rather than a silent second resolution."""
+    from dataclasses import fields
+
+    run = recipe.get("resolution")
+    if run is None or "resolution" not in {f.name for f in fields(cls)}:
+        return
+    own = values.get("resolution")
+    if own is not None and own != run:
+        raise SalunError(
+            f"two resolutions for one run: {run} (--resolution or the recipe's resolution:) "
+            f"and {own} (the method's resolution setting); give one of them"
+        )
+    values["resolution"] = run
+
+
 def method_parser(method: str) -> OneLineParser:
     """The second parser of ``salun sd unlearn --method M``: one flag per field of M's config
     (help from the class docstring), built only once M is known, like ``salun unlearn``."""
@@ -256,6 +274,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         values["gradient_checkpointing"] = True
     values["quiet"] = args.quiet
     values.setdefault("seed", args.seed)
+    _one_resolution(values, recipe, CONFIGS[method])
     if values.get("concept") == "auto":
         values["concept"] = _auto_concept(method, recipe)
     cfg = make_config(method, values)

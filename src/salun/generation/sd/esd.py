@@ -1,14 +1,18 @@
-"""ESD (Erased Stable Diffusion) baseline, as docs/generation.md describes the reference.
+"""ESD (Erased Stable Diffusion) baseline, as the reference runs it (docs/generation.md).
 
-Each iteration (batch 1):
+Reference: rohitgandikota/erasing ``train-scripts/train-esd.py`` (b8aeab6) with the CompVis
+sampler ``ldm/models/diffusion/ddim.py``; the same code is OPTML-Group/Unlearn-Saliency
+``SD/train-scripts/train-esd.py``. Each iteration (batch 1):
 
-1. pick t_enc uniformly among the ``ddim_steps`` (50) DDIM steps;
+1. draw t_enc uniformly in [0, ``ddim_steps``);
 2. partially sample z from a random latent with the TRAINED UNet, prompt c, guidance
-   ``start_guidance`` (3), DDIM η = 0, stopping after t_enc steps. The stop is a diffusers
-   step-end callback that sets the pipeline's interrupt flag (latent output; no patching);
-3. map to a training timestep t: ``reference`` draws t uniformly in
-   [round(1000·t_enc/50), round(1000·(t_enc+1)/50)) as train-esd.py does; ``matched``
-   uses the scheduler timestep z has actually reached (our option, not the reference);
+   ``start_guidance`` (3), DDIM η = 0, as CompVis' ``till_T`` does: the step *index* counts
+   DOWN (``index = steps − i − 1``) and the loop breaks once ``index + 1 == t_enc``. So a
+   small t_enc denoises almost to the end (z nearly clean) and a large one stops early (z
+   nearly pure noise); t_enc = 0 never breaks. The stop is a diffusers step-end callback that
+   sets the pipeline's interrupt flag (latent output; no patching);
+3. draw the training timestep t uniformly in [round(1000·t_enc/50), round(1000·(t_enc+1)/50)),
+   the DDIM bucket just above the last step the sampler took (train-esd.py's og_num);
 4. target = ε*(z, t, ∅) − η·(ε*(z, t, c) − ε*(z, t, ∅)) from a FROZEN copy θ* under
    ``no_grad`` (η = ``negative_guidance`` = 1);
 5. loss = MSE(ε_θ(z, t, c), target); Adam, lr 1e-5, 1 000 iterations.
@@ -46,8 +50,8 @@ class ESDConfig(SDTrainConfig):
         start_guidance: CFG scale of the partial sampling (reference: 3).
         negative_guidance: η of the target (reference: 1).
         ddim_steps: DDIM steps of the partial sampling (reference: 50).
-        timestep_mapping: ``reference`` or ``matched`` (see the module docstring).
-        resolution: image side of the sampled latents (SD v1: 512).
+        resolution: image side of the sampled latents (SD v1: 512, the reference's 64×64
+            latents); ``salun sd unlearn`` sets it from the run's ``--resolution``.
         frozen_dtype: dtype of the frozen copy (float16 saves GPU memory).
     """
 
@@ -58,7 +62,6 @@ class ESDConfig(SDTrainConfig):
     start_guidance: float = 3.0
     negative_guidance: float = 1.0
     ddim_steps: int = 50
-    timestep_mapping: str = "reference"
     resolution: int = 512
     frozen_dtype: str = "float32"
 
@@ -66,8 +69,6 @@ class ESDConfig(SDTrainConfig):
         super().__post_init__()
         if not self.concept:
             raise SalunError("ESD needs the concept prompt to erase (concept=...)")
-        if self.timestep_mapping not in ("reference", "matched"):
-            raise SalunError("timestep_mapping must be 'reference' or 'matched'")
         if self.iterations < 1 or self.ddim_steps < 1:
             raise SalunError("iterations and ddim_steps must be >= 1")
         check_resolution("resolution", self.resolution)
@@ -92,6 +93,12 @@ def esd_target(frozen: Any, z, t, cond, uncond, negative_guidance: float = 1.0) 
     return negative_guidance_target(ep, e0, negative_guidance)
 
 
+def sampler_stop_step(steps: int, till_t: int) -> int | None:
+    """The loop position ``i`` after which CompVis' DDIM sampler breaks for ``till_T = till_t``
+    (``index = steps − i − 1``, break when ``index + 1 == till_t``); None: it never breaks."""
+    return steps - till_t if 1 <= till_t <= steps else None
+
+
 def partial_sample(
     pipe: Any,
     unet: Any,
@@ -99,14 +106,15 @@ def partial_sample(
     uncond,
     *,
     steps: int,
-    stop_after: int,
+    till_t: int,
     guidance: float,
     resolution: int,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, int]:
-    """DDIM (η = 0) from a random latent with ``unet``; stop after ``stop_after`` steps.
+) -> torch.Tensor:
+    """DDIM (η = 0) from a random latent with ``unet``, stopped as CompVis' ``till_T``.
 
-    Returns (latent, the timestep it has reached, i.e. the next one to denoise).
+    It runs ``steps − till_t + 1`` denoising steps (all ``steps`` when ``till_t`` is 0): a
+    small ``till_t`` gives an almost clean latent, a large one an almost pure-noise latent.
     """
     diffusers = require("diffusers")
     sched = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
@@ -125,13 +133,10 @@ def partial_sample(
     side = resolution // scale
     shape = (cond.shape[0], unet.config.in_channels, side, side)
     latents = torch.randn(shape, generator=generator).to(cond.device, cond.dtype)
-    sched.set_timesteps(steps)
-    reached = int(sched.timesteps[min(stop_after, steps - 1)])
-    if stop_after == 0:
-        return latents, reached
+    last = sampler_stop_step(steps, till_t)
 
-    def stop(p, i, t, kwargs):  # step-end callback: interrupt after ``stop_after`` steps
-        if i + 1 >= stop_after:
+    def stop(p, i, t, kwargs):  # step-end callback: CompVis' `if index + 1 == till: break`
+        if i == last:
             p._interrupt = True
         return kwargs
 
@@ -147,7 +152,7 @@ def partial_sample(
         output_type="latent",
         callback_on_step_end=stop,
     )
-    return out.images, reached
+    return out.images
 
 
 def unlearn_esd(
@@ -168,23 +173,21 @@ def unlearn_esd(
     bar = progress(range(cfg.iterations), desc="esd", quiet=cfg.quiet)
     for _ in bar:
         t_enc = int(torch.randint(0, cfg.ddim_steps, (1,), generator=g))
-        z, reached = partial_sample(
+        z = partial_sample(
             pipe,
             tr.unet,
             cond,
             uncond,
             steps=cfg.ddim_steps,
-            stop_after=t_enc,
+            till_t=t_enc,
             guidance=cfg.start_guidance,
             resolution=cfg.resolution,
             generator=g,
         )
-        if cfg.timestep_mapping == "reference":
-            lo = round(t_enc / cfg.ddim_steps * n_train)
-            hi = min(round((t_enc + 1) / cfg.ddim_steps * n_train), n_train)
-            t_val = int(torch.randint(lo, max(hi, lo + 1), (1,), generator=g))
-        else:
-            t_val = reached
+        # train-esd.py's og_num .. og_num_lim: the bucket of DDIM index t_enc
+        lo = round(t_enc / cfg.ddim_steps * n_train)
+        hi = min(round((t_enc + 1) / cfg.ddim_steps * n_train), n_train)
+        t_val = int(torch.randint(lo, max(hi, lo + 1), (1,), generator=g))
         t = torch.full((cfg.batch_size,), t_val, device=tr.device, dtype=torch.long)
         target = esd_target(frozen, z, t, cond, uncond, cfg.negative_guidance)
         loss = squared_error(predict(tr.unet, z, t, cond), target)
