@@ -133,7 +133,8 @@ class MaskOptions:
         keep: kept fraction; repeat for several masks (default: 0.5)
         scope: global thresholding (paper) or per layer (ablation)
         batch_size: saliency batch size
-        seed: seed for the batch order
+        seed: the run's seed, as salun unlearn --seed: the same seed gives the mask SalUn
+            builds inside salun unlearn (default: 0)
         augment: random crop (the original recipe's padding) + flip of the D_f batches, as
             the reference's mask pass (docs/method.md); off by default
         out: mask file (.safetensors); with several --keep, _keep<r> is appended

@@ -162,6 +162,10 @@ def write_masks(
 ) -> list[Path]:
     """Saliency masks for several kept fractions from one gradient pass over D_f.
 
+    ``seed`` is the run's seed, as ``salun unlearn --seed``: the batch order is drawn from
+    ``seed + 1`` exactly as SalUn's own mask pass, so ``salun mask --seed S`` then
+    ``salun unlearn --seed S --mask`` gives the weights ``salun unlearn --seed S`` gives.
+
     ``augment``: random crop (the original recipe's padding) + flip of the D_f batches, as
     the reference's mask pass (docs/method.md, "Augmentation").
     """
@@ -176,7 +180,9 @@ def write_masks(
         forget,
         batch_size,
         shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
+        # seed + 1: the rule of the mask SalUn builds inside `salun unlearn --seed S`
+        # (methods/rl.py), so the two-step workflow gives the one-step weights
+        generator=torch.Generator().manual_seed(seed + 1),
         device=dev,
         augment=aug,
     )
