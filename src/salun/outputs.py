@@ -99,7 +99,10 @@ def _is_mask(p: Path) -> bool:
         return False
 
 
-def _is_png_by_salun(p: Path) -> bool:
+def is_salun_png(p: Path) -> bool:
+    """A regular file that is a PNG carrying salun's ``Software`` tag (never opens a FIFO)."""
+    if _kind_of_entry(p) != "file":
+        return False
     try:
         from PIL import Image
 
@@ -162,7 +165,7 @@ register_kind(
     what="salun samples .npz",
     recognise=lambda p: _npz_format(p) == "salun-samples-1",
 )
-register_kind("grid", is_dir=False, what="salun PNG grid", recognise=_is_png_by_salun)
+register_kind("grid", is_dir=False, what="salun PNG grid", recognise=is_salun_png)
 register_kind(
     "sd-unet",
     is_dir=True,
@@ -314,14 +317,14 @@ def _check_length(p: Path) -> None:
         n = len(os.fsencode(part))
         if n > limit:
             raise SalunError(
-                f"cannot write --out: the name {part[:24]}... is {n} bytes long, at most {limit} "
-                f"here (the file system allows {name_max}; salun adds up to {NAME_OVERHEAD} "
-                "for its temp name); choose a shorter one"
+                f"cannot write --out: the name {part[:24]}... is too long: {n} bytes, at most "
+                f"{limit} here (the file system allows {name_max}; salun adds up to "
+                f"{NAME_OVERHEAD} for its temp name); choose a shorter one"
             )
     n = len(os.fsencode(str(full)))
     if n > path_max - NAME_OVERHEAD:
         raise SalunError(
-            f"cannot write {str(p)[:40]}...: the path is {n} bytes long, at most "
+            f"cannot write {str(p)[:40]}...: the path is too long: {n} bytes, at most "
             f"{path_max - NAME_OVERHEAD}; choose a shorter one"
         )
 
@@ -398,4 +401,11 @@ def add_overwrite_flag(parser) -> None:
     add_options(parser, OverwriteOption)
 
 
-__all__ = ["OutputKind", "add_overwrite_flag", "claim_output", "kinds", "register_kind"]
+__all__ = [
+    "OutputKind",
+    "add_overwrite_flag",
+    "claim_output",
+    "is_salun_png",
+    "kinds",
+    "register_kind",
+]

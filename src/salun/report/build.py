@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from salun.bench.config import parse_protocol
 from salun.bench.session import read_bench_live
 from salun.bench.store import read_records
 from salun.errors import SalunError
-from salun.io import atomic_write_text
+from salun.io import Claim, atomic_write_text, claim
+from salun.outputs import is_salun_png
 from salun.report import plots
 from salun.report.audit_section import audit_blocks
 from salun.report.tables import (
@@ -57,8 +59,13 @@ CSS = (
 )
 
 
-def write_report(root: str | Path) -> dict[str, Path]:
+def write_report(root: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and ``plots/`` into benchmark folder ``root``.
+
+    A report salun wrote (it ends with :data:`REPORT_MARK`) is replaced without asking, so
+    every benchmark can rewrite its report; a ``report.md``/``report.html`` or a PNG in
+    ``plots/`` that salun did not write is replaced only with ``overwrite`` (see
+    docs/safety.md), and otherwise nothing is written.
 
     Returns:
         ``{"md": path, "html": path}``.
@@ -68,6 +75,8 @@ def write_report(root: str | Path) -> dict[str, Path]:
     """
     root = Path(root)
     bench = read_bench_live(root)  # a session that died shows as died
+    name = str(bench["config"]["name"])
+    own_plots = _check_report_outputs(root, name, overwrite)  # before anything is written
     records = load_records(root)
     blocks = _blocks(root, bench, records)
     md = "\n".join(_md(b) for b in blocks)
@@ -77,10 +86,78 @@ def write_report(root: str | Path) -> dict[str, Path]:
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
     )
-    atomic_write_text(root / "report.md", md)
-    atomic_write_text(root / "report.html", page)
-    _remove_stale_plots(root, blocks)
+    for file, text in (("report.md", md), ("report.html", page)):
+        path = root / file
+        # checked again, atomically, when the file is published (salun.io.publish)
+        claim(path, Claim(lambda q: _replaceable_report(q, name, overwrite), _REFUSAL))
+        atomic_write_text(path, text.rstrip("\n") + f"\n\n{REPORT_MARK}\n")
+    _remove_stale_plots(root, blocks, own_plots)
     return {"md": root / "report.md", "html": root / "report.html"}
+
+
+# The last line of every report.md / report.html salun writes: what it may replace.
+REPORT_MARK = "<!-- written by salun report: rerunning salun report replaces this file -->"
+_REFUSAL = "move it away, or pass --overwrite to salun report"
+
+
+def _kind_of(p: Path) -> str | None:
+    try:
+        mode = p.lstat().st_mode
+    except OSError:
+        return None
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+
+def _is_our_report(p: Path, name: str) -> bool:
+    """A regular file ending with :data:`REPORT_MARK`, or a report of older versions (they
+    wrote no mark): the heading or title ``salun benchmark: NAME`` of this very folder."""
+    if _kind_of(p) != "file":
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(512).decode("utf-8", "replace")
+            f.seek(max(0, p.stat().st_size - 512))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    if tail.rstrip().endswith(REPORT_MARK):
+        return True
+    title = f"salun benchmark: {name}"
+    return head.startswith(f"# {title}\n") or f"<title>{html.escape(title)}</title>" in head
+
+
+def _replaceable_report(p: Path, name: str, overwrite: bool) -> bool:
+    return _kind_of(p) == "file" and (overwrite or _is_our_report(p, name))
+
+
+def _check_report_outputs(root: Path, name: str, overwrite: bool) -> set[Path]:
+    """Refuse (nothing written) when report.md, report.html or a PNG in plots/ is not
+    salun's and ``overwrite`` is off; returns the PNGs that are salun's (tagged, or shown
+    by a report of ours), the only ones stale-plot removal may delete."""
+    for file in ("report.md", "report.html"):
+        p = root / file
+        kind = _kind_of(p)
+        if kind is None:
+            continue
+        if kind != "file":
+            raise SalunError(f"refusing to write {p}: it is not a regular file; move it away")
+        if not overwrite and not _is_our_report(p, name):
+            raise SalunError(
+                f"refusing to replace {p}: salun did not write it (it lacks salun's last "
+                f"line); {_REFUSAL}"
+            )
+    shown = ""
+    if _is_our_report(root / "report.md", name):
+        shown = (root / "report.md").read_text(errors="replace")
+    own: set[Path] = set()
+    for f in sorted((root / "plots").glob("*.png")):
+        if _kind_of(f) == "file" and (is_salun_png(f) or f"plots/{f.name}" in shown):
+            own.add(f.resolve())
+        elif not overwrite:
+            raise SalunError(
+                f"refusing to write the report's plots: {f} was not written by salun; {_REFUSAL}"
+            )
+    return own
 
 
 def load_records(root: Path) -> list[dict]:
@@ -95,11 +172,12 @@ def load_records(root: Path) -> list[dict]:
     return read_records(root)
 
 
-def _remove_stale_plots(root: Path, blocks: list) -> None:
-    """Delete PNGs in ``plots/`` that this report no longer shows (an older layout's)."""
+def _remove_stale_plots(root: Path, blocks: list, own: set[Path]) -> None:
+    """Delete salun's PNGs in ``plots/`` that this report no longer shows (an older
+    layout's); a PNG salun did not write stays."""
     shown = {(root / b[1]).resolve() for b in blocks if b[0] == "img"}
     for f in (root / "plots").glob("*.png"):
-        if f.resolve() not in shown:
+        if f.resolve() not in shown and (f.resolve() in own or is_salun_png(f)):
             f.unlink(missing_ok=True)
 
 

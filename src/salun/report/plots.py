@@ -39,7 +39,8 @@ REF_COLOR = "0.35"
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_savefig(fig, path, dpi=DPI, bbox_inches="tight")
+    # tagged, so that salun report can tell its PNGs from a user's (salun.outputs)
+    atomic_savefig(fig, path, dpi=DPI, bbox_inches="tight", metadata={"Software": "salun report"})
     plt.close(fig)
     return path
 
