@@ -172,7 +172,7 @@ class Claim:
 
 
 _claims: dict[str, Claim] = {}
-_published: dict[str, tuple[int, int]] = {}  # path -> (st_dev, st_ino) this process put there
+_published: dict[str, tuple[int, int, int] | None] = {}  # path -> _stamp of what we put there
 
 
 def _key(path: str | Path) -> str:
@@ -191,6 +191,16 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """The identity plus the change time: an inode number freed and reused by a file
+    system for someone else's file does not pass for ours."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
 
 
 def _pause_for_tests() -> None:
@@ -217,24 +227,27 @@ def publish(tmp: Path, path: Path) -> None:
         _fsync_dir(path.parent)
         return
     _pause_for_tests()
-    if not os.path.lexists(path):
+    for _ in range(3):  # a path that appears and vanishes again is simply free
         try:
-            rename_noreplace(tmp, path)
+            rename_noreplace(tmp, path)  # never a look first: the look could be outdated
         except FileExistsError:
-            pass  # something appeared just now: judged below like anything found there
+            pass  # something is there: judged below
         else:
-            _published[key] = _identity(path)
+            _published[key] = _stamp(path)
             _fsync_dir(path.parent)
             return
-    before = _identity(path)
-    ours = before is not None and before == _published.get(key)
+        before = _identity(path)
+        if before is not None:
+            break
+    # what this run published before (a checkpoint) is its own: same inode, untouched since
+    ours = before is not None and _stamp(path) == _published.get(key)
     if not (before is not None and (ours or c.may_replace(path))):
         raise SalunError(
             f"refusing to write {path}: it was created or changed by someone else while this "
             f"run was working; nothing was replaced ({c.refusal})"
         )
     _swap_in(tmp, path, before)
-    _published[key] = _identity(path)
+    _published[key] = _stamp(path)
 
 
 def _swap_in(tmp: Path, path: Path, expected: tuple[int, int]) -> None:
