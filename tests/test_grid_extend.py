@@ -1,4 +1,5 @@
-"""The tuned search widens a grid whose best value sits at an end (``grid_extend``)."""
+"""The tuned search widens a grid whose best value sits at an end (``grid_extend``); the
+stages run in the documented order."""
 
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ def test_search_widens_twice_at_the_lowest_end_then_stops(tmp_path):
     assert choice["value"] == pytest.approx(2.5e-10)
     assert sorted(choice["grid"]) == pytest.approx([2.5e-10, 5e-10, 1e-9, 2e-9])
     assert choice["at_edge"] == "lowest"  # still at the end: the extensions ran out
+    # the paper protocol's runs come before the search's (they need no search)
+    paper = [r["seq"] for r in records if r.get("protocol") == "paper"]
+    search = [r["seq"] for r in records if r.get("phase") == "tune"]
+    tuned_seq = [r["seq"] for r in tuned]
+    assert paper and max(paper) < min(search) and max(search) < min(tuned_seq)
     # resuming runs nothing new (the widened values are found in the store)
     assert main([*argv, "--device", "cpu", "--threads", "1"]) == 0
     again = (out / "results.jsonl").read_text().splitlines()

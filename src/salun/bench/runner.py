@@ -179,8 +179,13 @@ class _Runner:
             self._stage(
                 [self._retrain_task(sc.name, s) for sc in cfg.scenarios for s in cfg.all_seeds]
             )
+            # the paper protocol needs no search: its runs come first, so a long bench
+            # has every seed's published-setting results before the search's many runs
+            if PAPER in cfg.protocols:
+                self._protocol_runs(PAPER, {})
             choices = self._search_lrs()
-            self._final_runs(choices)
+            if TUNED in cfg.protocols:
+                self._protocol_runs(TUNED, choices)
             if cfg.audit is not None:
                 self._audit_runs(choices)
             status = "finished"
@@ -438,12 +443,6 @@ class _Runner:
                 ok = rec is not None and rec["status"] == "ok"
                 gaps.setdefault(lr, {})[seed] = rec["avg_gap"] if ok else None
         return choose_value(grid, gaps, field=field, tune_seeds=self.cfg.search_seeds)
-
-    def _final_runs(self, choices: dict[tuple[str, str], dict[str, Any]]) -> None:
-        """One stage per protocol, ``paper`` first: a ``tuned`` run identical to a run
-        already made (its ``paper`` twin, or a search run on a reported seed) is reused."""
-        for protocol in self.cfg.protocols:
-            self._protocol_runs(protocol, choices if protocol == TUNED else {})
 
     def _protocol_runs(self, protocol: str, choices: dict[tuple[str, str], dict]) -> None:
         cfg = self.cfg
