@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,8 @@ from salun.metrics.audit import (
     roc_auc,
     tpr_at_fpr,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # --- statistics -----------------------------------------------------------------------
 
@@ -88,6 +91,118 @@ def test_lira_scores_leave_the_target_pair_out():
     assert su_g[0, 1] == pytest.approx(want)
     with pytest.raises(ValueError):
         lira_scores(u[:2], r[:2])
+
+
+# --- the attack's settings against LiRA's arithmetic (tensorflow/privacy @ 03035d5,
+# research/mi_lira_2021/plot.py generate_ours, lines 62-102) ------------------------------
+
+
+def _lira_reference(u, r, *, location, variance):
+    """LiRA's generate_ours per held-out pair, written out here: for each (example, query)
+    a Gaussian per side centred on np.median (or the mean) of the other pairs; σ per
+    (example, query) — ddof 1, salun's documented departure from the reference's np.std —
+    or, with ``fixed``, np.std (ddof 0) of every 'in' (here: unlearned) value, used for
+    both sides as the reference does (std_out = np.std(dat_in)); the ratios of the queries
+    averaged (score.mean(1)). Inputs K × n × A; returns K × n scores of U_k and of R_k."""
+    from scipy.stats import norm
+
+    k, n, a = u.shape
+    su, sr = np.zeros((k, n)), np.zeros((k, n))
+    for i in range(k):
+        rest = [j for j in range(k) if j != i]
+        if variance == "fixed":
+            flat = [u[j, e, q] for j in rest for e in range(n) for q in range(a)]
+            m = sum(flat) / len(flat)
+            sd_fixed = math.sqrt(sum((v - m) ** 2 for v in flat) / len(flat))
+        for e in range(n):
+            for q in range(a):
+                side = {}
+                for name, data in (("u", u), ("r", r)):
+                    vals = sorted(data[j, e, q] for j in rest)
+                    mid = len(vals) // 2
+                    med = vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+                    mean = sum(vals) / len(vals)
+                    loc = med if location == "median" else mean
+                    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+                    side[name] = (loc, sd_fixed if variance == "fixed" else sd)
+                for data, out in ((u, su), (r, sr)):
+                    x = data[i, e, q]
+                    pr_in = -norm.logpdf(x, *side["u"])  # the reference's sign convention
+                    pr_out = -norm.logpdf(x, *side["r"])
+                    out[i, e] += -(pr_in - pr_out) / a  # higher = looks unlearned
+    return su, sr
+
+
+# outliers make median ≠ mean; the retrained side is much wider than the unlearned side,
+# so a σ taken from the wrong side (or swapped Gaussians) moves every score
+U_TABLE = np.array([[5.0, 1.0], [1.0, 2.0], [2.0, 9.0], [3.0, 0.0], [2.5, 1.5]])
+R_TABLE = np.array([[0.0, 1.5], [-4.0, 0.5], [0.5, 0.0], [6.0, -2.0], [1.0, -8.0]])
+
+
+@pytest.mark.parametrize("variance", ["per_example", "fixed"])
+@pytest.mark.parametrize("location", ["mean", "median"])
+def test_lira_scores_match_the_reference_arithmetic(location, variance):
+    su, sr = lira_scores(U_TABLE, R_TABLE, location=location, variance=variance)
+    want_u, want_r = _lira_reference(
+        U_TABLE[:, :, None], R_TABLE[:, :, None], location=location, variance=variance
+    )
+    assert np.allclose(su, want_u, rtol=1e-12, atol=1e-12)
+    assert np.allclose(sr, want_r, rtol=1e-12, atol=1e-12)
+
+
+def test_median_location_is_not_the_mean():
+    # pair 0 held out: the unlearned side of example 1 fits on 2, 9, 0, 1.5 -> median 1.75
+    # (mean 3.125); retrained 0.5, 0, -2, -8 -> median -1 (mean -2.375); σ per example
+    su, _ = lira_scores(U_TABLE, R_TABLE, location="median", variance="per_example")
+    u_rest, r_rest = np.array([2.0, 9.0, 0.0, 1.5]), np.array([0.5, 0.0, -2.0, -8.0])
+    want = _gauss(1.0, 1.75, u_rest.std(ddof=1)) - _gauss(1.0, -1.0, r_rest.std(ddof=1))
+    assert su[0, 1] == pytest.approx(want, rel=1e-12)
+    mean_based = _gauss(1.0, 3.125, u_rest.std(ddof=1)) - _gauss(1.0, -2.375, r_rest.std(ddof=1))
+    assert abs(want - mean_based) > 0.1  # the table tells the two apart
+
+
+def test_fixed_variance_is_the_std_of_every_unlearned_score():
+    # pair 4 held out: σ = population std of the 8 unlearned values of pairs 0..3, both sides
+    su, sr = lira_scores(U_TABLE, R_TABLE, location="mean", variance="fixed")
+    rest = [5.0, 1.0, 1.0, 2.0, 2.0, 9.0, 3.0, 0.0]
+    m = sum(rest) / 8
+    sd = math.sqrt(sum((v - m) ** 2 for v in rest) / 8)  # 2.5739...
+    mu_u, mu_r = (5 + 1 + 2 + 3) / 4, (0 - 4 + 0.5 + 6) / 4
+    # one σ for both Gaussians: the ratio is linear in φ
+    want = ((2.5 - mu_r) ** 2 - (2.5 - mu_u) ** 2) / (2 * sd**2)
+    assert su[4, 0] == pytest.approx(want, rel=1e-12)
+    x = 1.0  # R_4 on example 0
+    assert sr[4, 0] == pytest.approx(((x - mu_r) ** 2 - (x - mu_u) ** 2) / (2 * sd**2), rel=1e-12)
+
+
+def test_mirror_queries_average_the_ratio_of_each_query():
+    rng = np.random.default_rng(3)
+    u = rng.normal(1.0, 1.0, (6, 4, 2)) + np.array([0.0, 3.0])  # the mirror shifted by 3
+    r = rng.normal(0.0, 2.0, (6, 4, 2))
+    for location, variance in [("mean", "per_example"), ("median", "fixed")]:
+        su, sr = lira_scores(u, r, location=location, variance=variance)
+        want_u, want_r = _lira_reference(u, r, location=location, variance=variance)
+        assert np.allclose(su, want_u, rtol=1e-12) and np.allclose(sr, want_r, rtol=1e-12)
+    # the pooled σ of ``global`` runs over examples and queries alike
+    su, _ = lira_scores(u, r, variance="global")
+    rest = np.arange(1, 6)
+    total = 0.0
+    dev_u, dev_r = u[rest] - u[rest].mean(0), r[rest] - r[rest].mean(0)
+    # (K − 2) degrees of freedom × 4 examples × 2 queries
+    sd_u, sd_r = np.sqrt((dev_u**2).sum() / 32), np.sqrt((dev_r**2).sum() / 32)
+    for q in range(2):
+        x = u[0, 2, q]
+        total += _gauss(x, u[rest, 2, q].mean(), sd_u) - _gauss(x, r[rest, 2, q].mean(), sd_r)
+    assert su[0, 2] == pytest.approx(total / 2, rel=1e-12)
+
+
+def test_lira_scores_refuse_unknown_settings():
+    with pytest.raises(ValueError, match="location must be one of mean, median"):
+        lira_scores(U_TABLE, R_TABLE, location="mode")
+    with pytest.raises(ValueError, match="variance must be one of"):
+        lira_scores(U_TABLE, R_TABLE, variance="local")
+    with pytest.raises(ValueError, match="same shape"):
+        lira_scores(U_TABLE[:, :, None], R_TABLE)
 
 
 def test_summary_separable_and_null_scores():
@@ -217,6 +332,89 @@ def test_resume_reuses_shadows_and_adds_methods(audited, tiny_bundle, monkeypatc
         run_audit(changed, out, quiet=True, bundle=tiny_bundle)
     with pytest.raises(SalunError, match="other shadows"):
         run_audit(replace(cfg, seed=1), out, quiet=True, bundle=tiny_bundle)
+
+
+def test_mirror_queries_are_refused_on_records_made_without_them(audited):
+    cfg, out, _, _ = audited
+    from salun.audit import summarise
+
+    with pytest.raises(SalunError, match="holds no mirrored queries"):
+        summarise(replace(cfg, queries="mirror"), AuditStore(out))
+    # the attack's other settings reuse the same records, and the summary names them
+    other = summarise(replace(cfg, location="median", variance="fixed"), AuditStore(out))
+    assert other["attack"] == {
+        "queries": "single",
+        "location": "median",
+        "variance": "fixed",
+        "forget_set": "fixed D_f, leave one pair out",
+    }
+
+
+def test_mirror_queries_on_a_dataset_without_flips_write_nothing(tmp_path, tiny_bundle):
+    cfg = parse_audit_config({**RAW, "queries": "mirror"})
+    with pytest.raises(SalunError, match="does not allow horizontal flips"):
+        run_audit(cfg, tmp_path / "o", quiet=True, bundle=tiny_bundle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_mirror_queries_end_to_end(tmp_path):
+    """LiRA's two queries: each record holds φ of D_f and of its mirror images, and the
+    summary's AUC is the reference's ratio averaged over the two queries."""
+    bundle = replace(synthetic_bundle(n_train=48, n_test=20, num_classes=2, size=4), flip=True)
+    # K = 4: each fit sees 3 pairs, where the median differs from the mean (with 2 it would not)
+    raw = {**RAW, "forget_count": 6, "shadows": 4, "bootstrap": 10, "queries": "mirror"}
+    raw["original"] = {"epochs": 2, "batch_size": 16, "lr": 0.05}
+    raw["methods"] = {"original": {}}
+    cfg = parse_audit_config({**raw, "location": "median", "variance": "fixed"})
+    summary = run_audit(cfg, tmp_path / "o", quiet=True, bundle=bundle)
+    store = AuditStore(tmp_path / "o")
+    sub = audit_bundle(cfg, bundle)
+    fset = sub.train.subset(forget_indices(cfg, len(sub.train)))
+    model, _ = load_model(store.original_dir(1))
+    flipped = fset.images.flip(3)  # N×C×H×W: mirror the width axis
+    from salun.data import ImageDataset
+
+    want = logit_confidence(
+        predict_logits(model, ImageDataset(flipped, fset.labels), "cpu"), fset.labels
+    )
+    rec = store.get(1, "original")
+    assert np.allclose(rec["phi_mirror"], want.numpy(), atol=1e-9)
+    assert not np.allclose(rec["phi_mirror"], rec["phi"])
+    stack = {
+        lab: np.array([[store.get(k, lab)[q] for q in ("phi", "phi_mirror")] for k in range(4)])
+        for lab in ("original", REFERENCE)
+    }
+    u, r = (stack[lab].transpose(0, 2, 1) for lab in ("original", REFERENCE))  # K × n × 2
+    su, sr = _lira_reference(u, r, location="median", variance="fixed")
+    assert summary["methods"]["original"]["auc"] == pytest.approx(
+        roc_auc_score(np.r_[np.ones(su.size), np.zeros(sr.size)], np.r_[su.ravel(), sr.ravel()])
+    )
+    assert summary["attack"]["queries"] == "mirror"
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "queries **mirror**, location **median**, variance **fixed**" in report
+
+
+def test_attack_settings_are_statistics_not_shadows():
+    base = parse_audit_config(RAW)
+    for change in ({"location": "median"}, {"queries": "mirror"}, {"variance": "fixed"}):
+        assert parse_audit_config({**RAW, **change}).shadow_hash() == base.shadow_hash()
+    # the committed audits, made before location / queries existed, keep their hash
+    from salun.audit.config import config_from_dict
+
+    for folder in ("audit/fashion-mnist-random10", "audit-bench/audit/random10"):
+        head = json.loads((ROOT / "benchmarks" / folder / "audit.json").read_text())
+        assert "location" not in head["config"]
+        old = config_from_dict(head["config"])
+        assert (old.location, old.queries) == ("mean", "single")
+        assert old.shadow_hash() == head["shadow_hash"]
+
+
+@pytest.mark.parametrize(
+    "key, value", [("location", "mode"), ("queries", "shift"), ("variance", "local")]
+)
+def test_bad_attack_setting_is_one_clear_error(key, value):
+    with pytest.raises(SalunError, match=f"{key} must be one of .*, got '{value}'"):
+        parse_audit_config({**RAW, key: value})
 
 
 def test_config_errors():

@@ -79,7 +79,9 @@ def test_audit_section_defaults_to_the_random_scenarios():
         ({"shadows": "8"}, "shadows must be an integer"),
         ({"shadows": 3, "shadow": 4}, "unknown key 'shadow'"),
         ({"shadows": 3, "bootstrap": 5}, "bootstrap must be an integer >= 10"),
-        ({"shadows": 3, "variance": "local"}, "variance must be global or per_example"),
+        ({"shadows": 3, "variance": "local"}, "variance must be one of global, per_example, fixed"),
+        ({"shadows": 3, "location": "mode"}, "location must be one of mean, median, got 'mode'"),
+        ({"shadows": 3, "queries": "shift"}, "queries must be one of single, mirror, got 'shift'"),
         ({"shadows": 3, "scenarios": []}, "scenarios must be a non-empty list"),
         ({"shadows": 3, "scenarios": ["nope"]}, "'nope' is not a scenario"),
         ({"shadows": 3, "scenarios": ["cls"]}, "'cls' is class-wise"),
@@ -116,6 +118,37 @@ def test_configs_without_audit_keep_their_hash():
     assert no_audit.audit is None and with_audit.hash() != no_audit.hash()
     more = parse_config(raw(audit={"shadows": K + 1, "bootstrap": 20}), "t")
     assert more.hash() != with_audit.hash()
+
+
+def test_the_attack_settings_flow_into_the_audit_and_keep_old_hashes():
+    from salun.bench.audit_stage import audit_config, audit_rows
+
+    # the committed audit column, made before location / queries: its stored hash holds
+    data = json.loads((ROOT / "benchmarks/audit-bench/bench.json").read_text())
+    assert "location" not in data["config"]["audit"]
+    old = config_from_dict(data["config"])
+    assert (old.audit.location, old.audit.queries) == ("mean", "single")
+    assert old.hash() == data["config_hash"]
+    # the defaults spelled out hash alike; another value is another benchmark
+    base = parse_config(raw(), "t")
+    spelled = {"shadows": K, "bootstrap": 20, "location": "mean", "queries": "single"}
+    assert parse_config(raw(audit=spelled), "t").hash() == base.hash()
+    chosen = {"shadows": K, "bootstrap": 20, "location": "median", "variance": "fixed"}
+    cfg = parse_config(raw(audit=chosen), "t")
+    assert cfg.hash() != base.hash()
+    assert parse_config(raw(audit={**spelled, "queries": "mirror"}), "t").hash() != base.hash()
+    # ... and reaches the audit's config (audit.json, summary.json)
+    acfg = audit_config(cfg, "random10", audit_rows(cfg, "random10")[0])
+    assert (acfg.location, acfg.variance, acfg.queries) == ("median", "fixed", "single")
+    again = config_from_dict(json.loads(json.dumps(asdict(cfg))))
+    assert again == cfg and again.hash() == cfg.hash()
+
+
+def test_mirror_queries_on_data_without_flips_are_refused_before_any_write(tmp_path):
+    cfg = parse_config(raw(audit={"shadows": K, "queries": "mirror"}), "t")
+    with pytest.raises(SalunError, match="does not allow horizontal flips"):
+        run_bench(cfg, tmp_path / "out", OPTS)
+    assert not (tmp_path / "out").exists()
 
 
 # ---- end to end ---------------------------------------------------------------------

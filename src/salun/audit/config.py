@@ -26,12 +26,15 @@ from typing import Any
 
 from salun.errors import SalunError
 from salun.io import stable_hash
+from salun.metrics.audit import LOCATIONS, QUERIES, VARIANCES
 from salun.train import TrainConfig
 from salun.yaml_file import read_yaml
 
 # pseudo-methods of the audit: the untouched original and an independently seeded Retrain
 ORIGINAL, RETRAIN = "original", "retrain"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# settings of the attack, not of the shadow models: changing one keeps every shadow
+STATISTICS = ("variance", "location", "queries", "bootstrap")
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,15 @@ class AuditConfig:
         forget_count: an exact size of D_f instead of ``forget_fraction``.
         shadows: K, the number of shadow pairs.
         seed: seeds the subset, D_f, the shadow halves and the shadows' training.
-        variance: ``global`` (one σ per side, LiRA's choice for few shadows) or
-            ``per_example``.
+        variance: how each Gaussian's σ is fitted: ``global`` (salun's default: one σ per
+            side, pooled over examples around each example's own location), ``per_example``
+            (LiRA's default) or ``fixed`` (LiRA's ``fix_variance``: one std of all
+            unlearned-side φ, shared by both sides). docs/audit.md names the reference lines.
+        location: each Gaussian's centre over the K − 1 fitting pairs: ``mean`` (salun's
+            default) or ``median`` (LiRA's ``np.median``).
+        queries: ``single`` (salun's default: φ of the image as stored) or ``mirror``
+            (LiRA's inference: the image and its horizontal mirror, one Gaussian pair per
+            query, the ratios averaged); ``mirror`` needs a dataset that allows flips.
         bootstrap: bootstrap resamples of the intervals.
         description: free text shown in the report.
     """
@@ -74,6 +84,8 @@ class AuditConfig:
     shadows: int = 16
     seed: int = 0
     variance: str = "global"
+    location: str = "mean"
+    queries: str = "single"
     bootstrap: int = 1000
     description: str = ""
 
@@ -90,8 +102,14 @@ class AuditConfig:
             v = getattr(self, k)
             if v is not None and v < 4:
                 raise SalunError(f"{k} must be at least 4, got {v}")
-        if self.variance not in ("global", "per_example"):
-            raise SalunError(f"variance must be global or per_example, got {self.variance!r}")
+        for key, allowed in (
+            ("variance", VARIANCES),
+            ("location", LOCATIONS),
+            ("queries", QUERIES),
+        ):
+            value = getattr(self, key)
+            if value not in allowed:
+                raise SalunError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
         if self.bootstrap < 10:
             raise SalunError(f"bootstrap must be at least 10, got {self.bootstrap}")
         if not self.methods:
@@ -99,9 +117,10 @@ class AuditConfig:
 
     def shadow_hash(self) -> str:
         """A hash of what the shadow models depend on. Methods, K and the statistics are
-        left out, so adding a method or more shadows reuses the finished ones."""
+        left out, so adding a method or more shadows reuses the finished ones (and the
+        folders of before ``location`` / ``queries`` keep their hash)."""
         d = asdict(self)
-        for k in ("name", "methods", "shadows", "variance", "bootstrap", "description"):
+        for k in STATISTICS + ("name", "methods", "shadows", "description"):
             d.pop(k)
         return stable_hash(d)
 

@@ -40,8 +40,11 @@ def render(summary: dict[str, Any]) -> str:
         f"{cfg['test_subset'] or 'all'} test), architecture **{cfg['arch']}** "
         f"(width {cfg['width']}); target forget set |D_f| = {summary['forget_examples']}; "
         f"**K = {cfg['shadows']}** shadow pairs, each on a random half of the rest; "
-        f"σ fitted {cfg['variance'].replace('_', '-')}; {cfg['bootstrap']} bootstrap resamples "
-        "(pairs and examples), 95 % intervals.",
+        f"{cfg['bootstrap']} bootstrap resamples (pairs and examples), 95 % intervals.",
+        "",
+        f"Attack settings (docs/audit.md): queries **{cfg.get('queries', 'single')}**, "
+        f"location **{cfg.get('location', 'mean')}**, variance **{cfg['variance']}**, "
+        "forget set fixed (leave one pair out).",
         "",
         f"Shadow recipe: {orig['epochs']} epochs, SGD lr {orig['lr']} ({orig['schedule']}), "
         f"batch {orig['batch_size']}, momentum {orig['momentum']}, weight decay "

@@ -4,7 +4,8 @@ Layout of an audit folder::
 
     audit.json                    the config and the hash the shadows depend on
     shadows/s<k>/original/        the shadow original O_k (a model folder, safetensors)
-    records/s<k>/<label>.json     φ on D_f and the paper's metrics of one model
+    records/s<k>/<label>.json     φ on D_f (and on its mirror images with ``queries:
+                                  mirror``) and the paper's metrics of one model
     summary.json, report.md       rebuilt from the records at the end
 
 Shadow k draws a random half H_k of the subset without D_f (its own seed); O_k trains on
@@ -28,7 +29,7 @@ import torch
 
 from salun.artifacts import load_model, save_model
 from salun.audit.config import ORIGINAL, RETRAIN, AuditConfig
-from salun.data import DataBundle, Split, load_dataset, make_bundle
+from salun.data import DataBundle, ImageDataset, Split, load_dataset, make_bundle
 from salun.errors import SalunError
 from salun.io import atomic_write_json, to_jsonable
 from salun.metrics import evaluate_unlearning, predict_logits
@@ -46,6 +47,8 @@ FORMAT = "salun-audit-1"
 RECORD_FORMAT = "salun-audit-record-1"
 REFERENCE = "_reference"  # the record name of R_k (not a method row)
 INDEPENDENT_SEED_OFFSET = 7919  # the null row's Retrain: another init and batch order
+# not a setting: a deliberate departure from U-LiRA's fresh forget set per shadow (docs/audit.md)
+FORGET_PROTOCOL = "fixed D_f, leave one pair out"
 
 
 def audit_bundle(cfg: AuditConfig, full: DataBundle | None = None) -> DataBundle:
@@ -141,11 +144,42 @@ class AuditStore:
         return self.root / "shadows" / f"s{k}" / "original"
 
 
-def _evaluate(model, bundle, split, device) -> tuple[list[float], dict[str, float]]:
+def check_queries(cfg: AuditConfig, flip_allowed: bool) -> None:
+    """Mirror queries only where a horizontal flip keeps an image valid (not digits)."""
+    if cfg.queries == "mirror" and not flip_allowed:
+        raise SalunError(
+            f"queries: mirror flips each forget image, but {cfg.dataset!r} does not allow "
+            "horizontal flips; use queries: single"
+        )
+
+
+def _evaluate(model, bundle, split, device, queries: str = "single") -> dict[str, Any]:
+    """The record's measurements: ``phi`` on D_f (``phi_mirror`` on its mirror images with
+    ``queries: mirror``, LiRA's second query) and UA / RA / TA / MIA."""
     forget = bundle.train.subset(split.forget)
-    phi = logit_confidence(predict_logits(model, forget, device), forget.labels)
+    out: dict[str, Any] = {
+        "phi": logit_confidence(predict_logits(model, forget, device), forget.labels).tolist()
+    }
+    if queries == "mirror":
+        mirrored = ImageDataset(forget.images.flip(-1), forget.labels)  # flip the width axis
+        logits = predict_logits(model, mirrored, device)
+        out["phi_mirror"] = logit_confidence(logits, forget.labels).tolist()
     m = evaluate_unlearning(model, bundle, split, device=device, mia_features=("confidence",))
-    return phi.tolist(), {k: float(m[k]) for k in ("UA", "RA", "TA", "MIA")}
+    out["metrics"] = {k: float(m[k]) for k in ("UA", "RA", "TA", "MIA")}
+    return out
+
+
+def _has_queries(rec: dict, queries: str) -> bool:
+    return rec.get("status", "ok") != "ok" or queries != "mirror" or "phi_mirror" in rec
+
+
+def _queries_match(rec: dict, queries: str) -> None:
+    if not _has_queries(rec, queries):
+        raise SalunError(
+            f"record {rec.get('label')!r} of shadow {rec.get('shadow')} holds no mirrored "
+            "queries (it was made with queries: single); delete records/s*/*.json to rerun "
+            "the models, or use queries: single"
+        )
 
 
 def _train_fresh(kwargs, data, recipe, device, quiet, desc, flip=True):
@@ -185,11 +219,15 @@ def run_shadow(cfg, store: AuditStore, bundle, forget, k: int, device, quiet: bo
     retain = bundle.train.subset(split.retain)
     forget_set = bundle.train.subset(split.forget)
     todo = [lab for lab in (REFERENCE, *cfg.labels) if store.get(k, lab) is None]
+    ref = store.get(k, REFERENCE)
+    if ref is not None:
+        _queries_match(ref, cfg.queries)
     for lab, name, over in cfg.methods:  # settings changed since the record: stop, say so
         rec = store.get(k, lab)
         if rec is not None:
             conf = None if name in (ORIGINAL, RETRAIN) else asdict(_method_config(name, over, seed))
             _config_matches(rec, name, conf)
+            _queries_match(rec, cfg.queries)
     if not todo:
         return
     base = {"shadow": k, "seed": seed, "split_hash": split.hash}
@@ -197,7 +235,7 @@ def run_shadow(cfg, store: AuditStore, bundle, forget, k: int, device, quiet: bo
         model, secs = _train_fresh(
             kwargs, retain, recipe, device, quiet, f"retrain s{k}", bundle.flip
         )
-        phi, metrics = _evaluate(model, bundle, split, device)
+        measured = _evaluate(model, bundle, split, device, cfg.queries)
         store.put(
             k,
             REFERENCE,
@@ -206,8 +244,7 @@ def run_shadow(cfg, store: AuditStore, bundle, forget, k: int, device, quiet: bo
                 "label": REFERENCE,
                 "method": "retrain",
                 "config": None,
-                "phi": phi,
-                "metrics": metrics,
+                **measured,
                 "seconds": secs,
             },
         )
@@ -257,8 +294,8 @@ def run_shadow(cfg, store: AuditStore, bundle, forget, k: int, device, quiet: bo
                 store.put(k, lab, {**rec, "status": "failed", "error": str(e)})
                 continue
             model, secs = res.model, res.seconds
-        phi, metrics = _evaluate(model, bundle, split, device)
-        store.put(k, lab, {**rec, "status": "ok", "phi": phi, "metrics": metrics, "seconds": secs})
+        measured = _evaluate(model, bundle, split, device, cfg.queries)
+        store.put(k, lab, {**rec, "status": "ok", **measured, "seconds": secs})
 
 
 def run_audit(
@@ -287,8 +324,8 @@ def run_audit(
     from salun.utils import resolve_device
 
     dev = resolve_device(device) if isinstance(device, str) else device
+    bundle, forget = audit_inputs(cfg, bundle)  # a bad forget set or query: nothing written
     store = AuditStore(out, cfg)
-    bundle, forget = audit_inputs(cfg, bundle)
     t0 = time.perf_counter()
     for k in range(cfg.shadows):
         ts = time.perf_counter()
@@ -310,6 +347,7 @@ def run_audit(
 def audit_inputs(cfg: AuditConfig, full: DataBundle | None = None) -> tuple[DataBundle, np.ndarray]:
     """The audit's dataset (``subset`` / ``test_subset`` applied) and its target D_f."""
     bundle = audit_bundle(cfg, full)
+    check_queries(cfg, bundle.flip)
     return bundle, forget_indices(cfg, len(bundle.train))
 
 
@@ -331,13 +369,20 @@ def write_summary(
     return summary
 
 
-def _stack(store: AuditStore, k_all: int, label: str) -> tuple[np.ndarray | None, list[dict]]:
+def _stack(
+    store: AuditStore, k_all: int, label: str, queries: str = "single"
+) -> tuple[np.ndarray | None, list[dict]]:
+    """φ of ``label`` over the shadows: K × n, or K × n × 2 (image, mirror) for ``mirror``."""
     recs = [store.get(k, label) for k in range(k_all)]
     if any(r is None for r in recs):
         return None, recs
     if any(r.get("status", "ok") != "ok" for r in recs):
         return None, recs
-    return np.asarray([r["phi"] for r in recs], dtype=np.float64), recs
+    for r in recs:
+        _queries_match(r, queries)
+    keys = ("phi", "phi_mirror") if queries == "mirror" else ("phi",)
+    phi = np.asarray([[r[key] for key in keys] for r in recs], dtype=np.float64)
+    return np.moveaxis(phi, 1, 2) if queries == "mirror" else phi[:, 0], recs
 
 
 def _mean_sd(values: list[float]) -> list[float]:
@@ -349,17 +394,28 @@ def _metric_stats(recs: list[dict]) -> dict[str, list[float]]:
     return {m: _mean_sd([r["metrics"][m] for r in recs]) for m in ("UA", "RA", "TA", "MIA")}
 
 
+def attack_settings(cfg: AuditConfig) -> dict[str, str]:
+    """The attack's choices as the summary records them, with the one that is not a setting:
+    salun keeps one fixed D_f for every shadow (Hayes et al. draw a fresh one per shadow)."""
+    return {
+        "queries": cfg.queries,
+        "location": cfg.location,
+        "variance": cfg.variance,
+        "forget_set": FORGET_PROTOCOL,
+    }
+
+
 def summarise(cfg: AuditConfig, store: AuditStore) -> dict[str, Any]:
     """Per method: the attack's AUC / TPR with intervals, and the mean ± sd over shadows
     of UA, RA, TA and the SVC MIA-efficacy (with Retrain's for comparison)."""
     k_all = cfg.shadows
-    ref_phi, ref_recs = _stack(store, k_all, REFERENCE)
+    ref_phi, ref_recs = _stack(store, k_all, REFERENCE, cfg.queries)
     if ref_phi is None:
         raise SalunError("the reference Retrain records are incomplete; rerun the audit")
     ref_metrics = _metric_stats(ref_recs)
     rows = {}
     for lab, name, _ in cfg.methods:
-        phi, recs = _stack(store, k_all, lab)
+        phi, recs = _stack(store, k_all, lab, cfg.queries)
         row: dict[str, Any] = {"method": name}
         if phi is None:
             failed = [r for r in recs if r is not None and r.get("status") == "failed"]
@@ -368,7 +424,7 @@ def summarise(cfg: AuditConfig, store: AuditStore) -> dict[str, Any]:
                 row["error"] = failed[0].get("error")
             rows[lab] = row
             continue
-        su, sr = lira_scores(phi, ref_phi, variance=cfg.variance)
+        su, sr = lira_scores(phi, ref_phi, variance=cfg.variance, location=cfg.location)
         row.update(audit_summary(su, sr, n_boot=cfg.bootstrap, seed=cfg.seed))
         row["status"] = "ok"
         row["metrics"] = _metric_stats(recs)
@@ -379,6 +435,7 @@ def summarise(cfg: AuditConfig, store: AuditStore) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "config": asdict(cfg),
+        "attack": attack_settings(cfg),
         "forget_examples": int(ref_phi.shape[1]),
         "warnings": power_warnings(k_all, int(ref_phi.shape[1])),
         "retrain": {

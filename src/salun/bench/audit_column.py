@@ -5,7 +5,9 @@ Example::
     audit:
       shadows: 16           # K shadow pairs per audited scenario (required, >= 3)
       bootstrap: 1000       # bootstrap resamples of the intervals (default: the audit's)
-      variance: global      # or per_example (docs/audit.md)
+      variance: global      # or per_example, fixed (docs/audit.md)
+      location: mean        # or median (LiRA's)
+      queries: single       # or mirror (LiRA's: the image and its mirror)
       scenarios: [random10] # default: every random-data scenario of the benchmark
 
 Class-wise scenarios are refused: the audit's shadows draw their retain half from every
@@ -20,10 +22,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from salun.errors import SalunError
+from salun.metrics.audit import LOCATIONS, QUERIES, VARIANCES
 from salun.validate import check_keys
 
 MIN_SHADOWS = 3  # leave one pair out: each held-out pair's Gaussians need >= 2 others
-VARIANCES = ("global", "per_example")
+# settings added after the column's first release: left out of the benchmark's hash at
+# their default, so committed folders (benchmarks/audit-bench) keep theirs
+LATER_SETTINGS = ("location", "queries")
 
 
 def _audit_default(name: str) -> Any:
@@ -40,16 +45,25 @@ class AuditColumn:
         shadows: K, the shadow pairs of each audited scenario (shared by every method row).
         scenarios: the audited scenarios (random-data ones), resolved at parse time.
         bootstrap: bootstrap resamples of the AUC / TPR intervals.
-        variance: ``global`` (one σ per side) or ``per_example``.
+        variance: ``global`` (one σ per side), ``per_example`` or ``fixed`` (LiRA's).
+        location: ``mean`` or ``median`` (LiRA's) of each Gaussian.
+        queries: ``single`` or ``mirror`` (LiRA's: the image and its mirror).
     """
 
     shadows: int
     scenarios: tuple[str, ...]
     bootstrap: int = 1000
     variance: str = "global"
+    location: str = "mean"
+    queries: str = "single"
 
 
-_KEYS = ("shadows", "bootstrap", "variance", "scenarios")
+def hash_dict(d: Mapping[str, Any]) -> dict[str, Any]:
+    """``asdict`` of the column as the benchmark's hash sees it (see LATER_SETTINGS)."""
+    return {k: v for k, v in d.items() if not (k in LATER_SETTINGS and v == _audit_default(k))}
+
+
+_KEYS = ("shadows", "bootstrap", "variance", "location", "queries", "scenarios")
 
 
 def _int(value: Any, key: str, minimum: int) -> int:
@@ -72,11 +86,13 @@ def parse_audit_column(raw: Any, scenarios: Sequence[Any], source: str) -> Audit
         raise SalunError(f"{source}: audit needs shadows: K (the shadow pairs, >= {MIN_SHADOWS})")
     shadows = _int(raw["shadows"], "shadows", MIN_SHADOWS)
     bootstrap = _int(raw.get("bootstrap", _audit_default("bootstrap")), "bootstrap", 10)
-    variance = raw.get("variance", _audit_default("variance"))
-    if variance not in VARIANCES:
-        raise SalunError(
-            f"{source}: audit: variance must be global or per_example, got {variance!r}"
-        )
+    chosen = {}
+    for key, allowed in (("variance", VARIANCES), ("location", LOCATIONS), ("queries", QUERIES)):
+        chosen[key] = raw.get(key, _audit_default(key))
+        if chosen[key] not in allowed:
+            raise SalunError(
+                f"{source}: audit: {key} must be one of {', '.join(allowed)}, got {chosen[key]!r}"
+            )
     kinds = {s.name: s.kind for s in scenarios}
     if "scenarios" in raw:
         names = raw["scenarios"]
@@ -103,7 +119,7 @@ def parse_audit_column(raw: Any, scenarios: Sequence[Any], source: str) -> Audit
                 f"{source}: audit needs a random-data scenario (e.g. random10); this benchmark "
                 "has class-wise ones only, which the audit does not support"
             )
-    return AuditColumn(shadows, tuple(names), bootstrap, variance)
+    return AuditColumn(shadows, tuple(names), bootstrap, **chosen)
 
 
 def audit_column_from_dict(d: Mapping[str, Any] | None) -> AuditColumn | None:

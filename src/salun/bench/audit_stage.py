@@ -112,6 +112,8 @@ def audit_config(cfg: BenchConfig, scenario: str, rows: tuple[Row, ...]) -> Audi
         shadows=col.shadows,
         seed=cfg.seeds[0],
         variance=col.variance,
+        location=col.location,
+        queries=col.queries,
         bootstrap=col.bootstrap,
         description=f"The audit column of benchmark {cfg.name!r}, scenario {scenario}.",
     )
@@ -119,13 +121,14 @@ def audit_config(cfg: BenchConfig, scenario: str, rows: tuple[Row, ...]) -> Audi
 
 def check_audits(cfg: BenchConfig, bundle) -> None:
     """Before anything is written: every audit's config builds and its D_f fits the data."""
-    from salun.audit.workflow import forget_indices
+    from salun.audit.workflow import check_queries, forget_indices
 
     if cfg.audit is None:
         return
     for scenario in cfg.audit.scenarios:
         acfg = audit_config(cfg, scenario, audit_rows(cfg, scenario)[0])
         forget_indices(acfg, len(bundle.train))
+        check_queries(acfg, bundle.flip)
 
 
 def audit_task_count(cfg: BenchConfig) -> int:

@@ -25,7 +25,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from salun.bench.audit_column import AuditColumn, audit_column_from_dict, parse_audit_column
+from salun.bench.audit_column import (
+    AuditColumn,
+    audit_column_from_dict,
+    parse_audit_column,
+)
+from salun.bench.audit_column import hash_dict as audit_hash_dict
 from salun.errors import SalunError
 from salun.io import stable_hash
 from salun.metrics.mia import FEATURES
@@ -181,6 +186,8 @@ class BenchConfig:
         d = asdict(self)
         if d["audit"] is None:  # configs (and folders) of before the audit keep their hash
             del d["audit"]
+        else:  # and those of before its later settings, too
+            d["audit"] = audit_hash_dict(d["audit"])
         if d["grid_extend"] == 0:  # and of before grid extension
             del d["grid_extend"]
         return stable_hash(d)

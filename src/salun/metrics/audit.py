@@ -43,21 +43,37 @@ def logit_confidence(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return zy - torch.logsumexp(others, dim=1)
 
 
+# The attack's named choices (docs/audit.md, "Settings against the references"): the first
+# value of each is salun's default, the reference's value is named in the comment.
+VARIANCES = ("global", "per_example", "fixed")  # LiRA: per_example, or fixed (fix_variance)
+LOCATIONS = ("mean", "median")  # LiRA: median
+QUERIES = ("single", "mirror")  # LiRA's inference.py: mirror (the image and its mirror)
+
+
 def _gauss_logpdf(x: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd) - 0.5 * math.log(2 * math.pi)
 
 
-def _fit(rows: np.ndarray, variance: str, min_std: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example means of ``rows`` (models × examples) and the std: per example, or one
-    pooled over all examples (``global``, LiRA's choice when shadows are few)."""
-    mu = rows.mean(0)
-    dev = rows - mu
+def _location(rows: np.ndarray, location: str) -> np.ndarray:
+    # LiRA (plot.py, generate_ours) centres each Gaussian on the median over shadows
+    return np.median(rows, 0) if location == "median" else rows.mean(0)
+
+
+def _scale(rows: np.ndarray, variance: str) -> np.ndarray:
+    """σ of ``rows`` (models × examples × queries) per (example, query): per example
+    (ddof 1), or pooled over examples and queries around each one's own mean (``global``).
+    ``fixed`` is handled by the caller (it is shared by both sides)."""
+    dev = rows - rows.mean(0)
     dof = max(rows.shape[0] - 1, 1)
     if variance == "global":
-        sd = np.full_like(mu, math.sqrt(float((dev**2).sum()) / (dof * rows.shape[1])))
-    else:
-        sd = np.sqrt((dev**2).sum(0) / dof)
-    return mu, np.maximum(sd, min_std)
+        pooled = math.sqrt(float((dev**2).sum()) / (dof * rows.shape[1] * rows.shape[2]))
+        return np.full(rows.shape[1:], pooled)
+    return np.sqrt((dev**2).sum(0) / dof)
+
+
+def _as_3d(phi: np.ndarray) -> np.ndarray:
+    a = np.asarray(phi, dtype=np.float64)
+    return a[:, :, None] if a.ndim == 2 else a
 
 
 def lira_scores(
@@ -65,36 +81,58 @@ def lira_scores(
     phi_retrained: np.ndarray,
     *,
     variance: str = "global",
+    location: str = "mean",
     min_std: float = MIN_STD,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-pair-out log likelihood ratios.
 
     Args:
-        phi_unlearned: K × n, φ of the n forget examples under each unlearned model U_k.
-        phi_retrained: K × n, φ under each retrained model R_k (same pairs, same order).
-        variance: ``global`` (one σ per side, pooled over examples) or ``per_example``.
+        phi_unlearned: K × n, φ of the n forget examples under each unlearned model U_k;
+            or K × n × A with one φ per query (e.g. the image and its mirror): as LiRA
+            (plot.py), each query gets its own Gaussians and the ratios are averaged.
+        phi_retrained: φ under each retrained model R_k (same pairs, order and shape).
+        variance: ``global`` (one σ per side, pooled over examples around each example's
+            own location), ``per_example`` (ddof 1), or ``fixed`` (LiRA's ``fix_variance``:
+            the population std, ddof 0, of every unlearned-side φ around their overall
+            mean, shared by both Gaussians, as the reference uses ``np.std(dat_in)`` for both).
+        location: ``mean`` or ``median`` (LiRA) of the K − 1 fitting pairs.
         min_std: floor of a fitted σ.
 
     Returns:
         (scores of U_k, scores of R_k), each K × n; higher means "looks unlearned".
+
+    Example:
+        >>> u = np.array([[2.0], [3.0], [2.5], [2.8]]); r = u - 2.0
+        >>> su, sr = lira_scores(u, r, variance="fixed", location="median")
+        >>> bool((su > sr).all())
+        True
     """
-    u = np.asarray(phi_unlearned, dtype=np.float64)
-    r = np.asarray(phi_retrained, dtype=np.float64)
-    if u.shape != r.shape or u.ndim != 2:
-        raise ValueError(f"need two K×n arrays of the same shape, got {u.shape} and {r.shape}")
+    u, r = np.asarray(phi_unlearned), np.asarray(phi_retrained)
+    if u.shape != r.shape or u.ndim not in (2, 3):
+        raise ValueError(
+            f"need two K×n (or K×n×queries) arrays of the same shape, got {u.shape} and {r.shape}"
+        )
+    u, r = _as_3d(u), _as_3d(r)
     k = u.shape[0]
     if k < 3:
         raise ValueError(f"need at least 3 shadow pairs (2 to fit each held-out one), got {k}")
-    if variance not in ("global", "per_example"):
-        raise ValueError(f"variance must be 'global' or 'per_example', got {variance!r}")
-    su, sr = np.empty_like(u), np.empty_like(r)
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
+    if location not in LOCATIONS:
+        raise ValueError(f"location must be one of {', '.join(LOCATIONS)}, got {location!r}")
+    su, sr = np.empty(u.shape[:2]), np.empty(r.shape[:2])
     for i in range(k):
         rest = np.arange(k) != i
-        mu_u, sd_u = _fit(u[rest], variance, min_std)
-        mu_r, sd_r = _fit(r[rest], variance, min_std)
+        mu_u, mu_r = _location(u[rest], location), _location(r[rest], location)
+        if variance == "fixed":
+            sd_u = sd_r = np.full(mu_u.shape, float(np.std(u[rest])))
+        else:
+            sd_u, sd_r = _scale(u[rest], variance), _scale(r[rest], variance)
+        sd_u, sd_r = np.maximum(sd_u, min_std), np.maximum(sd_r, min_std)
         for target, out in ((u, su), (r, sr)):
             x = target[i]
-            out[i] = _gauss_logpdf(x, mu_u, sd_u) - _gauss_logpdf(x, mu_r, sd_r)
+            lr = _gauss_logpdf(x, mu_u, sd_u) - _gauss_logpdf(x, mu_r, sd_r)
+            out[i] = lr.mean(-1)  # LiRA: the ratios of the queries averaged
     return su, sr
 
 
