@@ -88,15 +88,24 @@ def unlearn_stage(a) -> None:
     for run in a.runs:
         method, lr = run.split(":")
         over = {"epochs": a.unlearn_epochs, "lr": float(lr), "seed": a.seed}
+        if a.unlearn_batch_size:
+            over["batch_size"] = a.unlearn_batch_size
         if a.unlearn_augment:
             over["augment"] = True
         cfg = make_config(method, over)
         t = time.perf_counter()
         res = run_method(method, original, forget, retain, cfg, ctx)
         secs = time.perf_counter() - t
+        bs = cfg.batch_size
+        steps = {"forget_steps_per_epoch": -(-len(forget) // bs),
+                 "retain_steps_per_epoch": -(-len(retain) // bs), "epochs": cfg.epochs}
         rec = {"run": f"{method}@{lr}", "method": method, "lr": float(lr), "seconds": secs,
-               "metrics": evaluate(res.model, bundle, split), "config": asdict(cfg)}
-        atomic_write_json(Path(a.out) / f"{method}_lr{lr}.json", rec)
+               "metrics": evaluate(res.model, bundle, split), "config": asdict(cfg),
+               "steps": steps}
+        tag = f"_b{a.unlearn_batch_size}" if a.unlearn_batch_size else ""
+        if tag:
+            rec["run"] += f" b{a.unlearn_batch_size}"
+        atomic_write_json(Path(a.out) / f"{method}_lr{lr}{tag}.json", rec)
         print(rec["run"], f"{secs:.0f}s", {k: round(rec["metrics"][k], 2) for k in METRICS})
 
 
@@ -133,6 +142,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--unlearn-epochs", type=int, default=5)
     ap.add_argument("--unlearn-augment", action="store_true")
+    ap.add_argument("--unlearn-batch-size", type=int, default=0, help="0 = the method's own")
     ap.add_argument("--runs", nargs="*", default=[])
     ap.add_argument("--work", required=True, help="model folder (not committed)")
     ap.add_argument("--out", required=True, help="records folder")
