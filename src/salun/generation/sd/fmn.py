@@ -1,17 +1,20 @@
 """Forget-Me-Not (FMN) attention re-steering, implemented with diffusers attention processors.
 
-The defaults are the official Forget-Me-Not code's (SHI-Labs, ``configs/attn.yaml`` and
-``train_attn.py``): while denoising real images of the concept (random t, fresh noise)
-under a prompt that names it, the loss is the **L2 norm** of the cross-attention
-probabilities at the concept's token positions — concatenated over every ``attn2`` layer,
-head, query and batch item — plus, with ``use_pooler``, the positions of the end-of-text
-("pooler") token, which in SD v1's tokenizer also pads the prompt. It is minimised over the
-**whole UNet** with AdamW (lr 2e-6, weight decay 0.01), gradient-norm clipping at 1, batch
-1, for 35 steps. ``loss="attn_mass"`` keeps salun's earlier variant (the mean attention mass
-on the concept tokens), named as such; it is not the official method.
+The defaults are the official Forget-Me-Not code's (SHI-Labs/Forget-Me-Not a4a81e8,
+``configs/attn.yaml`` and ``src/train_attn.py``): while denoising real images of the concept
+(random t, fresh noise) under a prompt that names it, the loss is the **L2 norm** of the
+cross-attention probabilities at the concept's token positions — concatenated over every
+``attn2`` layer, head, query and batch item — plus, with ``use_pooler``, the one pooled
+end-of-text column. It is minimised over the **whole UNet** with AdamW (lr 2e-6, weight decay
+0.01), batch 1, for 35 steps, over the images in a fresh random order each pass, each resized
+(bilinear) and randomly cropped. ``loss="attn_mass"`` keeps salun's earlier variant (the mean
+attention mass on the concept tokens), named as such; it is not the official method.
+
+Deliberate departures (docs/generation.md): no textual-inversion stage (``use_ti`` false; the
+reference learns new concept tokens first), and the reference runs SD 2.1-base.
 
 A custom processor on every ``attn2`` layer computes cross-attention as usual and records
-what the loss needs; no diffusers code is patched. See docs/generation.md.
+what the loss needs; no diffusers code is patched.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import torch
 
 from salun.errors import SalunError
-from salun.generation.sd.data import ImagePromptSet
+from salun.generation.sd.data import FMN_TRANSFORM, ImagePromptSet
 from salun.generation.sd.losses import encode_latents, noisy, predict
 from salun.generation.sd.pipeline import encode_prompts, tokenize
 from salun.generation.sd.train import SDTrainConfig, SDTrainer, trainable_copy
@@ -43,7 +46,16 @@ class FMNConfig(SDTrainConfig):
         steps: optimisation steps, cycling over the concept images (official: 35).
         loss: ``attn_l2`` (official: L2 norm of the concept-token attention probabilities)
             or ``attn_mass`` (salun's earlier variant: their mean attention mass).
-        use_pooler: also re-steer the end-of-text token positions (official: true).
+        use_pooler: also re-steer the pooled end-of-text column, the first end-of-text token
+            after the prompt (official: true). SD 2.1's tokenizer, the reference's, pads with
+            another token, so this is one column there; salun picks that one column on SD v1
+            too, whose tokenizer pads with end-of-text.
+        grad_clip: the reference's ``max_grad_norm: 1`` clips nothing when the whole UNet
+            trains (its clip gets the parameter generator the optimizer already consumed),
+            so the default is None, as it ran; 1.0 clips as its config says.
+        use_ti: the reference's textual-inversion stage (``use_ti: true``: 500 steps that
+            learn new concept tokens, which then are the re-steered ones). salun does not
+            implement it and re-steers the concept's own word tokens; true is an error.
     """
 
     params: str = "full"  # official: only_optimize_ca false, the whole UNet
@@ -51,11 +63,12 @@ class FMNConfig(SDTrainConfig):
     batch_size: int = 1
     optimizer: str = "adamw"
     weight_decay: float = 0.01
-    grad_clip: float | None = 1.0
+    grad_clip: float | None = None  # the reference's effective value (see above)
     concept: str = ""
     steps: int = 35
     loss: str = "attn_l2"
     use_pooler: bool = True
+    use_ti: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,6 +78,11 @@ class FMNConfig(SDTrainConfig):
             raise SalunError("steps must be >= 1")
         if self.loss not in LOSSES:
             raise SalunError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.use_ti:
+            raise SalunError(
+                "use_ti: salun has no textual-inversion stage; FMN re-steers the concept's own "
+                "word tokens (use_ti false, docs/generation.md)"
+            )
 
 
 @dataclass
@@ -132,8 +150,8 @@ def concept_token_weights(
     pipe: Any, prompts: Sequence[str], concept: str, *, use_pooler: bool = False
 ) -> torch.Tensor:
     """(B, L) with 1.0 at every position where the concept's token ids occur in the prompt,
-    and, with ``use_pooler``, wherever the end-of-text token stands (padding included when
-    the tokenizer pads with it, as SD v1's does)."""
+    and, with ``use_pooler``, at the first end-of-text token (the pooled column; not the
+    padding that SD v1's tokenizer also fills with end-of-text)."""
     ids = tokenize(pipe, prompts)
     want = pipe.tokenizer(concept, add_special_tokens=False).input_ids
     if not want:
@@ -147,8 +165,11 @@ def concept_token_weights(
             raise SalunError(f"the concept {concept!r} does not occur in the prompt {prompts[i]!r}")
     if use_pooler:
         eot = pipe.tokenizer("<|endoftext|>", add_special_tokens=False).input_ids
-        if len(eot) == 1:
-            w[ids == eot[0]] = 1.0
+        if len(eot) != 1:
+            raise SalunError("use_pooler: this tokenizer has no single end-of-text token")
+        for i, row in enumerate(ids.tolist()):
+            if eot[0] in row:
+                w[i, row.index(eot[0])] = 1.0
     return w
 
 
@@ -191,7 +212,8 @@ def unlearn_fmn(
     seed_everything(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     tr = SDTrainer(trainable_copy(pipe.unet, inplace), cfg, mask=mask)
-    stream = forget.cycle(cfg.batch_size, seed=cfg.seed)
+    # the reference's DataLoader(shuffle=True) over RandomCrop(512): a new order each pass
+    stream = forget.cycle(cfg.batch_size, shuffle=True, seed=cfg.seed, transform=FMN_TRANSFORM)
     bar = progress(range(cfg.steps), desc="fmn", quiet=cfg.quiet)
     for _ in bar:
         batch = next(stream)
