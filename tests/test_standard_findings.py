@@ -108,3 +108,20 @@ def main_exit(mod, tmp_path, recs) -> int:
     folder = _write(tmp_path / "bench", _records())
     ablation = _write(tmp_path / "ablation", recs)
     return mod.main([str(folder), str(ablation)])
+
+
+def test_a_run_with_its_own_random_mask_rows_needs_no_second_folder(tmp_path, capsys):
+    """paper-steps runs salun_random_mask beside salun: one folder gives the ablation, and
+    the title names the run's preset from its bench.json."""
+    mod = _load()
+    recs = _records()
+    for s in range(3):  # random − saliency per seed: +2 each time (saliency always better)
+        recs.append(_rec("unlearn", "salun_random_mask", s, mia=40.0, avg_gap=3.0 + s))
+    folder = _write(tmp_path / "run", recs)
+    (folder / "bench.json").write_text(json.dumps({"config": {"name": "paper-steps"}}))
+    assert mod.main([str(folder)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# Findings of the `paper-steps` run")
+    section = text.split("## Saliency mask against a random mask")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| random10 | tuned"))
+    assert "| 2.00 [2.00, 2.00] |" in row and row.endswith("saliency mask better |")

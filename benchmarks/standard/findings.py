@@ -7,15 +7,17 @@ Usage::
 
     python benchmarks/standard/findings.py BENCH_FOLDER [ABLATION_FOLDER] > findings.md
 
-``BENCH_FOLDER`` holds a `standard` run's ``results.jsonl`` (benchmarks/standard/ or
-runs/standard); ``ABLATION_FOLDER`` the run of configs/ablation-standard.yaml (rows
-``salun_random_mask`` on the same seeds, splits and Retrain models), compared with the
-`standard` run's ``salun`` rows.
+``BENCH_FOLDER`` holds a run's ``results.jsonl`` (`standard`: benchmarks/standard/;
+`paper-steps`: benchmarks/paper-steps/); ``ABLATION_FOLDER`` the run of
+configs/ablation-standard.yaml (rows ``salun_random_mask`` on the same seeds, splits and
+Retrain models), compared with the run's ``salun`` rows. A run whose own methods include
+``salun_random_mask`` (`paper-steps`) needs no second folder.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import sys
 from pathlib import Path
@@ -215,17 +217,28 @@ def ablation(records: list[dict]) -> list[str]:
     return out + [""]
 
 
+def bench_name(folder: Path) -> str:
+    """The run's preset name from its bench.json (``standard`` when there is none)."""
+    try:
+        return str(json.loads((folder / "bench.json").read_text())["config"]["name"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return "standard"
+
+
 def main(argv: list[str]) -> int:
     if not 1 <= len(argv) <= 2:
         print(__doc__, file=sys.stderr)
         return 2
     records = load_records(Path(argv[0]))
     all_tables = tables(records)
-    lines = ["# Findings of the `standard` run", ""]
+    name = bench_name(Path(argv[0]))
+    lines = [f"# Findings of the `{name}` run", ""]
     lines += salun_vs_each(all_tables) + mia_check(all_tables) + rte_ratio(all_tables)
     lines += paper_side_by_side(all_tables)
     if len(argv) == 2:
         lines += ablation(ablation_records(records, load_records(Path(argv[1]))))
+    elif any(r.get("method") == "salun_random_mask" for r in records):
+        lines += ablation(records)
     print("\n".join(lines))
     return 0
 
