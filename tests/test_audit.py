@@ -409,6 +409,29 @@ def test_attack_settings_are_statistics_not_shadows():
         assert old.shadow_hash() == head["shadow_hash"]
 
 
+def test_committed_audit_is_what_the_default_settings_compute():
+    """benchmarks/audit's table was made with the defaults: recomputed from its records it
+    is unchanged; and the figures docs/audit.md quotes for the other settings are these
+    records' (benchmarks/audit/settings.py prints them all)."""
+    from salun.audit import summarise
+    from salun.audit.config import config_from_dict
+
+    root = ROOT / "benchmarks/audit/fashion-mnist-random10"
+    cfg = config_from_dict(json.loads((root / "audit.json").read_text())["config"])
+    store = AuditStore(root)
+    committed = json.loads((root / "summary.json").read_text())["methods"]
+    now = summarise(replace(cfg, bootstrap=10), store)["methods"]  # point figures only
+    for label, row in committed.items():
+        assert now[label]["auc"] == pytest.approx(row["auc"], abs=1e-12), label
+        assert now[label]["tpr"] == pytest.approx(row["tpr"], abs=1e-12), label
+    fixed = summarise(replace(cfg, variance="fixed", bootstrap=10), store)["methods"]
+    per_ex = summarise(replace(cfg, variance="per_example", bootstrap=10), store)["methods"]
+    assert round(fixed["ft"]["auc"], 3) == 0.697 and round(now["ft"]["auc"], 3) == 0.765
+    assert round(fixed["salun"]["auc"], 3) == 0.969 and round(now["salun"]["auc"], 3) == 0.978
+    assert round(100 * per_ex["ft"]["tpr"]["0.01"], 1) == 29.0
+    assert round(100 * now["ft"]["tpr"]["0.01"], 1) == 20.8
+
+
 @pytest.mark.parametrize(
     "key, value", [("location", "mode"), ("queries", "shift"), ("variance", "local")]
 )

@@ -58,7 +58,7 @@ class AuditConfig:
         shadows: K, the number of shadow pairs.
         seed: seeds the subset, D_f, the shadow halves and the shadows' training.
         variance: how each Gaussian's σ is fitted: ``global`` (salun's default: one σ per
-            side, pooled over examples around each example's own location), ``per_example``
+            side, pooled over examples around each example's own mean), ``per_example``
             (LiRA's default) or ``fixed`` (LiRA's ``fix_variance``: one std of all
             unlearned-side φ, shared by both sides). docs/audit.md names the reference lines.
         location: each Gaussian's centre over the K − 1 fitting pairs: ``mean`` (salun's
