@@ -169,7 +169,86 @@ def base(tmp_path_factory) -> Path:
     (sd_bin / "unet" / "config.json").write_text("{}")
     (sd_bin / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
     (root / "empty_dir").mkdir()
+    _hostile_inputs(root)
     return root
+
+
+def _hostile_inputs(root: Path) -> None:
+    """Files of issue #27: wrong types, bombs, damaged headers, numbers past every range."""
+    # bench configs with values of the wrong type (each was a traceback or silently cut)
+    _bench_yaml(root / "bench_width_abc.yaml", width="abc")
+    _bench_yaml(root / "bench_val_abc.yaml", val_fraction="abc")
+    _bench_yaml(root / "bench_scenarios_int.yaml", scenarios=5)
+    for name, sc in {
+        "classes_str": {"name": "c", "kind": "class", "classes": ["a"]},
+        "classes_float": {"name": "c", "kind": "class", "classes": [3.7]},
+        "fraction_str": {"name": "r", "kind": "random", "fraction": "x"},
+        "count_float": {"name": "r", "kind": "random", "count": 10.9},
+    }.items():
+        _bench_yaml(root / f"bench_{name}.yaml", scenarios=[sc])
+    _bench_yaml(root / "bench_method_str.yaml", methods={"ft": "abc"})
+    _bench_yaml(root / "bench_name_list.yaml", name=[1, 2])
+    _bench_yaml(root / "bench_root_file.yaml", data_root=str(root / "fake.ckpt"))
+    # YAML bombs: nine anchors of nine aliases each (9**9 values), and deep nesting
+    lol = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+    )
+    (root / "bench_laughs.yaml").write_text(lol)
+    (root / "bench_deep.yaml").write_text("[" * 100_000 + "]" * 100_000)
+    # audit configs
+    audit = {
+        "dataset": "digits", "arch": "mlp", "width": 0.25, "shadows": 4,
+        "original": {"epochs": 1}, "methods": {"ft": {"epochs": 1}},
+    }  # fmt: skip
+    for name, over in {
+        "subset": {"subset": 600.5},
+        "shadows": {"shadows": 3.5},
+        "seed": {"seed": -3},
+        "methods": {"methods": {"ft": "x"}},
+    }.items():
+        (root / f"audit_{name}.yaml").write_text(yaml.safe_dump({**audit, **over}))
+    # split files edited by hand: the hash check comes after these
+    good = json.loads((root / "s.json").read_text())
+    for name, edit in {
+        "split_index_2_70": lambda d: d["forget"].__setitem__(0, 2**70),
+        "split_index_float": lambda d: d["forget"].__setitem__(0, 12.7),
+        "split_index_str": lambda d: d["forget"].__setitem__(0, "12"),
+        "split_seed_inf": lambda d: d.__setitem__("seed", "INF"),
+    }.items():
+        d = json.loads(json.dumps(good))
+        edit(d)
+        text = json.dumps(d).replace('"INF"', "1e999")  # json.dumps cannot write 1e999
+        (root / f"{name}.json").write_text(text)
+    (root / "split_nested.json").write_text("[" * 100_000 + "]" * 100_000)
+    # data
+    rng = np.random.default_rng(0)
+    _npz(root / "non_square.npz", x_train=rng.integers(0, 256, (20, 8, 6), dtype=np.uint8),
+         x_test=rng.integers(0, 256, (10, 8, 6), dtype=np.uint8))  # fmt: skip
+    _npz(root / "float_103.npz", x_train=rng.random((20, 8, 8)) * 1.03)
+    _npz(root / "test_shape.npz", x_test=rng.integers(0, 256, (10, 9, 9), dtype=np.uint8))
+    _npz_declaring(root / "header_913gib.npz", (1_000_000, 1000, 980))
+    shutil.copytree(root / "m", root / "m_image_size")
+    meta = root / "m_image_size" / "model.json"
+    d = json.loads(meta.read_text())
+    d["model"]["image_size"] = 10**9  # an int: the schema lets it through, the model not
+    meta.write_text(json.dumps(d))
+
+
+def _npz_declaring(path: Path, shape: tuple[int, ...]) -> None:
+    """An .npz whose x_train header declares ``shape`` but holds the 20x8x8 bytes."""
+    import zipfile
+
+    _npz(path)
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    raw = members["x_train.npy"]
+    n = struct.unpack("<H", raw[8:10])[0]
+    header = raw[10 : 10 + n].decode("latin1").replace("(20, 8, 8)", str(shape))
+    header = header.rstrip("\n").ljust(n - 1) + "\n"  # same length: same data offset
+    members["x_train.npy"] = raw[:10] + header.encode("latin1") + raw[10 + n :]
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
 
 
 def _snapshot(root: Path) -> dict[str, bytes | None]:
@@ -381,6 +460,75 @@ ROWS = [
      "a", "--out", "g", *DEV], r"pickle"),
     ("sd-missing-model", lambda f: ["sd", "generate", "--model", "nothere", "--prompt", "a",
      "--out", "g", *DEV], r"nothere"),
+    # issue 27: every input checked by type and range before work starts
+    ("bench-width-not-a-number", lambda f: ["bench", "--config", "bench_width_abc.yaml",
+     "--out", "b"], r"width must be a number, got 'abc'"),
+    ("bench-val-fraction-not-a-number", lambda f: ["bench", "--config", "bench_val_abc.yaml",
+     "--out", "b"], r"val_fraction must be a number, got 'abc'"),
+    ("bench-scenarios-not-a-list", lambda f: ["bench", "--config", "bench_scenarios_int.yaml",
+     "--out", "b"], r"scenarios must be a list, got 5"),
+    ("bench-class-not-an-integer", lambda f: ["bench", "--config", "bench_classes_str.yaml",
+     "--out", "b"], r"classes\[0\] must be an integer, got 'a'"),
+    ("bench-class-3.7-not-cut-to-3", lambda f: ["bench", "--config",
+     "bench_classes_float.yaml", "--out", "b"], r"classes\[0\] must be an integer, got 3\.7"),
+    ("bench-fraction-not-a-number", lambda f: ["bench", "--config", "bench_fraction_str.yaml",
+     "--out", "b"], r"fraction must be a number, got 'x'"),
+    ("bench-count-10.9-not-cut-to-10", lambda f: ["bench", "--config",
+     "bench_count_float.yaml", "--out", "b"], r"count must be an integer, got 10\.9"),
+    ("bench-method-settings-not-a-mapping", lambda f: ["bench", "--config",
+     "bench_method_str.yaml", "--out", "b"], r"method 'ft': its settings must be a mapping"),
+    ("bench-name-a-list", lambda f: ["bench", "--config", "bench_name_list.yaml", "--out",
+     "b"], r"name must be a string, got \[1, 2\]"),
+    ("bench-data-root-a-file", lambda f: ["bench", "--config", "bench_root_file.yaml",
+     "--out", "b"], r"data_root .*fake\.ckpt is not a folder"),
+    ("bench-billion-laughs", lambda f: ["bench", "--config", "bench_laughs.yaml", "--out",
+     "b"], r"expands to more than 100000 values"),
+    ("bench-100000-nested-brackets", lambda f: ["bench", "--config", "bench_deep.yaml",
+     "--out", "b"], r"nests deeper than 64 levels"),
+    ("bench-threads-past-the-cpus", lambda f: ["bench", "--preset", "ci", "--out", "b",
+     "--threads", "100000"], r"--threads must be an integer in \[1, \d+\], got 100000"),
+    ("audit-subset-not-an-integer", lambda f: ["audit", "--config", "audit_subset.yaml",
+     "--out", "a"], r"subset must be an integer, got 600\.5"),
+    ("audit-shadows-not-an-integer", lambda f: ["audit", "--config", "audit_shadows.yaml",
+     "--out", "a"], r"shadows must be an integer, got 3\.5"),
+    ("audit-seed-negative", lambda f: ["audit", "--config", "audit_seed.yaml", "--out", "a"],
+     r"seed must be an integer in \[0, \d+\], got -3"),
+    ("audit-method-settings-not-a-mapping", lambda f: ["audit", "--config",
+     "audit_methods.yaml", "--out", "a"], r"method 'ft': its settings must be a mapping"),
+    ("evaluate-split-index-2-70", lambda f: ["evaluate", "--model", "m", "--forget",
+     "split_index_2_70.json", *DEV], r"forget must hold integers .*got 1180591620717411303424"),
+    ("evaluate-split-index-12.7", lambda f: ["evaluate", "--model", "m", "--forget",
+     "split_index_float.json", *DEV], r"forget must hold integers .*got 12\.7"),
+    ("evaluate-split-index-string", lambda f: ["evaluate", "--model", "m", "--forget",
+     "split_index_str.json", *DEV], r"forget must hold integers .*got '12'"),
+    ("evaluate-split-seed-1e999", lambda f: ["evaluate", "--model", "m", "--forget",
+     "split_seed_inf.json", *DEV], r"seed must be an integer, got inf"),
+    ("evaluate-split-100000-nested-brackets", lambda f: ["evaluate", "--model", "m",
+     "--forget", "split_nested.json", *DEV], r"nested too deeply"),
+    ("evaluate-model-image-size-1e9", lambda f: ["evaluate", "--model", "m_image_size",
+     "--forget", "s.json", *DEV], r"image_size must be an integer in \[1, 4096\]"),
+    ("evaluate-threads-past-the-cpus", lambda f: ["evaluate", "--model", "m", "--forget",
+     "s.json", "--threads", "100000", *DEV], r"--threads must be an integer in \[1, \d+\]"),
+    ("train-npz-non-square-mlp", lambda f: ["train", *TRAIN[2:], "--data",
+     "npz:non_square.npz", "--out", "t", *DEV], r"mlp needs square images.*8x6"),
+    ("train-npz-float-pixels-1.03", lambda f: ["train", *TRAIN[2:], "--data",
+     "npz:float_103.npz", "--out", "t", *DEV], r"float pixels up to 1\.0\d+"),
+    ("train-npz-test-images-other-shape", lambda f: ["train", *TRAIN[2:], "--data",
+     "npz:test_shape.npz", "--out", "t", *DEV], r"x_test images are \(1, 9, 9\)"),
+    ("train-npz-header-declares-913-gib", lambda f: ["train", *TRAIN[2:], "--data",
+     "npz:header_913gib.npz", "--out", "t", *DEV], r"declares shape \(1000000, 1000, 980\)"),
+    ("train-synthetic-99999999999", lambda f: ["train", *TRAIN[2:], "--data",
+     "synthetic:99999999999", "--out", "t", *DEV], r"synthetic:N needs N in 8\.\.1000000"),
+    ("train-lr-1e308", lambda f: ["train", *TRAIN, "--lr", "1e308", "--out", "t", *DEV],
+     r"lr must lie within float32's range"),
+    ("train-width-1e-9", lambda f: ["train", *TRAIN[:4], "--width", "1e-9", "--out", "t",
+     *DEV], r"width must lie in \[1/64, 64\]"),
+    ("train-threads-100000", lambda f: ["train", *TRAIN, "--threads", "100000", "--out", "t",
+     *DEV], r"--threads must be an integer in \[1, \d+\], got 100000"),
+    ("mask-keep-density-zero", lambda f: ["mask", "--model", "m", "--forget", "s.json",
+     "--keep", "1e-12", "--out", "k.safetensors", *DEV], r"keep 1e-12 keeps none of the"),
+    ("unlearn-salun-keep-density-zero", lambda f: ["unlearn", "--method", "salun", "--model",
+     "m", "--forget", "s.json", "--out", "u", "--keep", "1e-12", *DEV], r"keeps none of"),
 ]
 # fmt: on
 

@@ -68,8 +68,9 @@ def torch_threads(n: int | None):
     if n is None:
         yield
         return
-    if n < 1:
-        raise SalunError(f"--threads must be at least 1, got {n}")
+    from salun.validate import check_threads
+
+    check_threads("--threads", n)  # 100000 threads segfaulted: at most the CPUs
     import torch
 
     before = torch.get_num_threads()

@@ -230,6 +230,12 @@ def saliency_mask(
         raise SalunError(f"scope must be 'global' or 'layer', got {scope!r}")
     names = list(scores)
     views = _bit_views([scores[n] for n in names])
+    total = sum(v.numel() for v in views)
+    if total and int(total * keep) == 0:  # density 0: every weight frozen, a silent no-op
+        raise SalunError(
+            f"keep {keep:g} keeps none of the {total} weights (floor(N*keep) = 0): the mask "
+            f"would freeze the whole model; use keep >= {1 / total:.3g}"
+        )
     if scope == "global":
         k = int(sum(v.numel() for v in views) * keep)
         masks = _select_top(views, k)
@@ -313,8 +319,7 @@ def load_mask(
     mask = raw
     try:
         meta = {
-            k: (json.loads(v) if k not in ("format", "density") else v)
-            for k, v in raw_meta.items()
+            k: (json.loads(v) if k not in ("format", "density") else v) for k, v in raw_meta.items()
         }
     except ValueError as e:
         raise ArtifactError(f"{path}: its metadata is corrupted ({e})") from None

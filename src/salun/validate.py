@@ -7,7 +7,8 @@ work starts (a bench grid is checked before the first model trains).
 
 :func:`check_fields` is the safety net every config calls first: each field must have its
 annotated type (``int``, ``float``, ``str``, ``bool``, tuples of them, ``X | None``) and
-every float must be finite. A field added later by anyone gets that for free; range checks
+every float must be finite and within float32's range (torch computes in float32). A
+field added later by anyone gets that for free; range checks
 (``check_positive`` ...) are then one line per field.
 
 Example:
@@ -30,6 +31,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from salun.errors import SalunError
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _show(value: Any) -> str:
@@ -189,6 +192,10 @@ def _type_ok(value: Any, tp: Any, path: str) -> None:
             raise SalunError(f"{path} must be an integer, got {_show(value)}")
     elif tp is float:
         check_finite(path, value)
+        if abs(value) > FLOAT32_MAX:  # torch keeps lr & co. in float32 tensors: 1e308 crashed
+            raise SalunError(
+                f"{path} must lie within float32's range (|x| <= 3.4e38), got {_show(value)}"
+            )
     elif tp is str:
         if not isinstance(value, str):
             raise SalunError(f"{path} must be a string, got {_show(value)}")
@@ -204,3 +211,19 @@ def check_fields(obj: Any) -> None:
     for f in dataclasses.fields(obj):
         if f.name in hints:
             _type_ok(getattr(obj, f.name), hints[f.name], f.name)
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_threads(name: str, value: Any) -> None:
+    """A thread count in [1, the CPUs of this machine]: ``torch.set_num_threads(100000)``
+    segfaults (OpenMP allocates per thread) instead of failing, so it is refused here."""
+    check_int(name, value, 1, max(cpu_count(), 1))

@@ -28,6 +28,7 @@ from salun.errors import SalunError
 from salun.io import stable_hash
 from salun.metrics.audit import LOCATIONS, QUERIES, VARIANCES
 from salun.train import TrainConfig
+from salun.validate import check_fields, check_seed
 from salun.yaml_file import read_yaml
 
 # pseudo-methods of the audit: the untouched original and an independently seeded Retrain
@@ -90,6 +91,8 @@ class AuditConfig:
     description: str = ""
 
     def __post_init__(self) -> None:
+        check_fields(self)  # types first: subset 600.5 or shadows 3.5 never reach the run
+        check_seed("seed", self.seed)
         if self.shadows < 3:
             raise SalunError(f"shadows must be at least 3, got {self.shadows}")
         if (self.forget_fraction is None) == (self.forget_count is None):
@@ -148,6 +151,8 @@ def _methods(raw: Any) -> tuple[tuple[str, str, dict], ...]:
     for label, body in raw.items():
         if not isinstance(label, str) or not NAME_RE.match(label):
             raise SalunError(f"method label {label!r} must be letters, digits, '_' or '-'")
+        if body is not None and not isinstance(body, Mapping):
+            raise SalunError(f"method {label!r}: its settings must be a mapping, got {body!r}")
         body = dict(body or {})
         name = body.pop("method", label)
         if "seed" in body:

@@ -19,7 +19,7 @@ from salun.bench.runner import BenchOptions, run_bench
 from salun.config_cli import add_options, options_from_args
 from salun.errors import SalunError
 from salun.outputs import add_overwrite_flag
-from salun.validate import check_nonnegative, check_positive
+from salun.validate import check_nonnegative, check_positive, check_threads
 
 
 def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
@@ -80,8 +80,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Handler of ``salun bench``."""
     if args.ray_address and args.executor != "ray":
         raise SalunError("--ray-address needs --executor ray")
-    if args.threads is not None and args.threads < 1:
-        raise SalunError(f"--threads must be at least 1, got {args.threads}")
+    if args.threads is not None:
+        check_threads("--threads", args.threads)  # at most the CPUs (100000 segfaulted)
     check_positive("--cpus-per-run", args.cpus_per_run)
     if args.gpus_per_run is not None:
         check_nonnegative("--gpus-per-run", args.gpus_per_run)
@@ -91,10 +91,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     try:
         out = run_bench(cfg, args.out, options)
-    except KeyboardInterrupt:
-        raise SalunError(
-            f"interrupted; finished runs are saved in {args.out}: rerun the same command to resume"
-        ) from None
+    except KeyboardInterrupt:  # re-raised: Ctrl-C exits 130 (salun.cli.main), as before the lock
+        print(
+            f"salun: finished runs are saved in {args.out}: rerun the same command to resume",
+            file=sys.stderr,
+        )
+        raise
     results = Path(out) / "results.jsonl"
     print(results, flush=True)  # stdout: the records, for scripts
     if args.no_report:

@@ -71,7 +71,10 @@ class Scenario:
 
     def __post_init__(self) -> None:
         where = f"scenario {self.name!r}"
-        check_fields(self)
+        try:
+            check_fields(self)
+        except SalunError as e:
+            raise SalunError(f"{where}: {e}") from None
         check_choice(f"{where}: kind", self.kind, ("random", "class"))
         if self.fraction is not None:
             check_range(f"{where}: fraction", self.fraction, 0, 1, low_open=True)
@@ -255,12 +258,15 @@ def parse_scenario(item: Any) -> Scenario:
             raise SalunError(f"scenario {name!r}: class-wise forgetting takes no fraction/count")
     else:
         raise SalunError(f"scenario {name!r}: kind must be 'random' or 'class', got {kind!r}")
+    # no float()/int() here: Scenario checks the types, so 10.9 or "x" is refused, not cut
     return Scenario(
         name,
         kind,
-        fraction=float(item["fraction"]) if "fraction" in item else None,
-        count=int(item["count"]) if "count" in item else None,
-        classes=tuple(int(c) for c in item.get("classes") or ()),
+        fraction=_number(item["fraction"], f"scenario {name!r}: fraction")
+        if "fraction" in item
+        else None,
+        count=item.get("count"),
+        classes=tuple(item.get("classes") or ()),
     )
 
 
@@ -274,6 +280,11 @@ def parse_methods(raw: Any) -> tuple[MethodEntry, ...]:
     out = []
     for label, body in raw.items():
         label = _check_name(label, "method label")
+        if body is not None and not isinstance(body, Mapping):
+            raise SalunError(
+                f"method {label!r}: its settings must be a mapping, e.g. {{epochs: 5}}; "
+                f"got {body!r}"
+            )
         if label in RESERVED_LABELS:
             raise SalunError(
                 f"method label {label!r} is reserved: Retrain is always run as the reference "
@@ -332,15 +343,18 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
         raise SalunError(f"{source}: seeds must be a non-empty list of integers")
     if len(set(seeds)) != len(seeds):
         raise SalunError(f"{source}: seeds must be distinct, got {seeds}")
+    if not isinstance(raw["scenarios"], list | type(None)):
+        raise SalunError(f"{source}: scenarios must be a list, got {raw['scenarios']!r}")
     scenarios = tuple(parse_scenario(s) for s in raw["scenarios"] or [])
     if not scenarios:
         raise SalunError(f"{source}: scenarios must not be empty")
     names = [s.name for s in scenarios]
     if len(set(names)) != len(names):
         raise SalunError(f"{source}: scenario names must be distinct, got {names}")
-    val = float(raw.get("val_fraction", 0.0))
+    val = _number(raw.get("val_fraction", 0.0), f"{source}: val_fraction")
     if not 0.0 <= val < 1.0:
         raise SalunError(f"{source}: val_fraction must lie in [0, 1), got {val}")
+    text = {k: _text(raw, k, source) for k in ("name", "dataset", "arch", "description")}
     protocols, tune_seeds = parse_protocol(raw, seeds, source)
     mia = raw.get("mia_features", list(FEATURES))
     if isinstance(mia, str):
@@ -351,21 +365,21 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
             f"confidence (the reported MIA); got {mia!r}"
         )
     return BenchConfig(
-        name=str(raw.get("name") or Path(source).stem),
-        dataset=str(raw["dataset"]),
-        arch=str(raw["arch"]),
+        name=text["name"] or Path(source).stem,
+        dataset=text["dataset"],
+        arch=text["arch"],
         original=parse_original(raw["original"]),
         scenarios=scenarios,
         seeds=tuple(seeds),
         methods=parse_methods(raw["methods"]),
-        width=float(raw.get("width", 1.0)),
-        data_root=None if raw.get("data_root") is None else str(raw["data_root"]),
+        width=_number(raw.get("width", 1.0), f"{source}: width"),
+        data_root=_data_root(raw.get("data_root"), source),
         val_fraction=val,
         protocols=protocols,
         tune_seeds=tune_seeds,
         mia_features=tuple(mia),
         grid_extend=raw.get("grid_extend", 0),
-        description=str(raw.get("description") or ""),
+        description=text["description"] or "",
         audit=(
             None
             if raw.get("audit") is None
@@ -374,10 +388,43 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
     )
 
 
+def _number(value: Any, what: str) -> float:
+    """A YAML number as a float (``1`` and ``1.0`` hash alike); anything else is refused
+    instead of converted (``float("abc")`` would be a traceback, ``float(True)`` 1.0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SalunError(f"{what} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # an integer past float's range (YAML 10**400)
+        raise SalunError(f"{what} must be a finite number, got {value}") from None
+
+
+def _text(raw: Mapping, key: str, source: str) -> str | None:
+    """An optional string key, refused when it is anything else (``name: [1, 2]``)."""
+    value = raw.get(key)
+    if value is not None and not isinstance(value, str):
+        raise SalunError(f"{source}: {key} must be a string, got {value!r}")
+    return value
+
+
+def _data_root(value: Any, source: str) -> str | None:
+    """A folder to read the dataset from: a file there (``/etc/passwd``) is a mistake."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise SalunError(f"{source}: data_root must be a folder path, got {value!r}")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise SalunError(f"{source}: data_root {value} is not a folder")
+    return value
+
+
 def _int_list(v: Any, key: str, source: str) -> list[int]:
     v = [v] if isinstance(v, int) and not isinstance(v, bool) else v
-    if not isinstance(v, list | tuple) or not v or not all(
-        isinstance(s, int) and not isinstance(s, bool) for s in v
+    if (
+        not isinstance(v, list | tuple)
+        or not v
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in v)
     ):
         raise SalunError(f"{source}: {key} must be a non-empty list of integers, got {v!r}")
     if len(set(v)) != len(v):
@@ -411,9 +458,7 @@ def parse_protocol(
     p = raw.get("protocol", "paper")
     p = [p] if isinstance(p, str) else p
     if not isinstance(p, list | tuple) or not p or any(x not in PROTOCOLS for x in p):
-        raise SalunError(
-            f"{source}: protocol must be paper, tuned or a list of both, got {p!r}"
-        )
+        raise SalunError(f"{source}: protocol must be paper, tuned or a list of both, got {p!r}")
     protocols = tuple(x for x in PROTOCOLS if x in p)  # paper first, each once
     if "tuned" not in protocols:
         if "tune_seeds" in raw:

@@ -228,15 +228,17 @@ def load_split(path: str | Path) -> Split:
         split = Split(
             d["dataset"],
             d["scenario"],
-            np.asarray(d["forget"], dtype=np.int64),
-            np.asarray(d["retain"], dtype=np.int64),
-            np.asarray(d["val"], dtype=np.int64),
-            tuple(int(c) for c in d["classes"]),
-            int(d["seed"]),
-            int(d["n_train"]),
+            _indices(d, "forget"),
+            _indices(d, "retain"),
+            _indices(d, "val"),
+            tuple(_indices(d, "classes").tolist()),
+            _integer(d, "seed"),
+            _integer(d, "n_train"),
             data_spec=_opt_str(d, "data_spec"),
             fingerprint=_opt_str(d, "fingerprint"),
         )
+    except RecursionError:  # 100 000 nested brackets: json's parser recurses per level
+        raise ArtifactError(f"{path} is not a salun split file (nested too deeply)") from None
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not a salun split file ({type(e).__name__}: {e})") from None
     if d.get("format", "salun-split-1") != "salun-split-1":
@@ -245,6 +247,29 @@ def load_split(path: str | Path) -> Split:
         raise ArtifactError(f"{path} is corrupted: its indices do not match its recorded hash")
     check_split_indices(split, str(path))
     return split
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _integer(d: dict, key: str) -> int:
+    """An integer as JSON wrote it: 12.7, "12", true or 1e999 are refused, not converted."""
+    v = d[key]
+    if type(v) is not int or not _INT64[0] <= v <= _INT64[1]:
+        raise ValueError(f"{key} must be an integer, got {v!r}")
+    return v
+
+
+def _indices(d: dict, key: str) -> np.ndarray:
+    """A list of integers as int64, checked before numpy converts it (numpy would cut
+    12.7 to 12 and fail on 2**70 with an OverflowError)."""
+    v = d[key]
+    if not isinstance(v, list):
+        raise TypeError(f"{key} must be a list of integers, got {type(v).__name__}")
+    bad = [i for i in v if type(i) is not int or not _INT64[0] <= i <= _INT64[1]]
+    if bad:
+        raise ValueError(f"{key} must hold integers that index the training set, got {bad[0]!r}")
+    return np.asarray(v, dtype=np.int64)
 
 
 def _opt_str(d: dict, key: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -17,8 +18,12 @@ REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an .npz file, never unpickling anything (object arrays are refused)."""
+    """The arrays of an .npz file, never unpickling anything (object arrays are refused),
+    and never allocating more than the file holds (:func:`check_declared_sizes`)."""
     try:
+        if not zipfile.is_zipfile(path):
+            raise SalunError(f"{path} is not an .npz archive (np.savez writes one)")
+        check_declared_sizes(path)
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise SalunError(f"{path} holds a single array; npz:PATH needs an .npz archive")
@@ -34,6 +39,48 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise SalunError(f"cannot read {path} as .npz: {e}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise SalunError(f"cannot read {path} as .npz: {e}") from None
+
+
+def check_declared_sizes(path: Path) -> None:
+    """Each array's header must declare the bytes its member holds: numpy allocates what
+    the header says before reading, so a 100-byte member declaring 980 000 000 000 pixels
+    asked for 913 GiB (a MemoryError) instead of being refused as damaged."""
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                try:
+                    major, _ = np.lib.format.read_magic(f)
+                    read = {1: np.lib.format.read_array_header_1_0}.get(
+                        major, np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(f, max_header_size=10_000)
+                except ValueError as e:
+                    raise SalunError(
+                        f"{path}: {info.filename} is not a numpy array ({e})"
+                    ) from None
+                header = f.tell()
+            if dtype.hasobject:
+                continue  # refused by np.load(allow_pickle=False) with its own message
+            declared = math.prod(shape) * dtype.itemsize
+            if declared != info.file_size - header:
+                raise SalunError(
+                    f"{path}: {info.filename} declares shape {shape} ({declared} bytes) but "
+                    f"holds {info.file_size - header} bytes; the file is damaged"
+                )
+
+
+def _float_pixels(x: np.ndarray, key: str, path: Path) -> None:
+    """Float pixels are [0, 1] intensities or whole numbers 0..255. Anything else (1.03:
+    a scaling slip) would be cut to uint8 0/1 without a word: a black dataset."""
+    if x.dtype.kind != "f" or not x.size or not np.isfinite(x).all():
+        return  # ints, and NaN/inf, are checked by to_nchw
+    if x.max() > 1.0 and not (x == np.rint(x)).all():
+        raise SalunError(
+            f"{path}: {key} holds float pixels up to {float(x.max()):g} with fractions: give "
+            "floats in [0, 1] or whole numbers in 0..255 (uint8 is best)"
+        )
 
 
 def _labels(y: np.ndarray, key: str, path: Path) -> torch.Tensor:
@@ -103,6 +150,13 @@ def load_npz(root: Path | None, arg: str | None) -> DataBundle:
     y_train = _labels(arrays["y_train"], "y_train", path)
     y_test = _labels(arrays["y_test"], "y_test", path)
     _check_label_range(y_train, y_test, classes, path)
+    for key in ("x_train", "x_test"):
+        _float_pixels(arrays[key], key, path)
     train = ImageDataset(to_nchw(arrays["x_train"], source=f"{source}: x_train"), y_train)
     test = ImageDataset(to_nchw(arrays["x_test"], source=f"{source}: x_test"), y_test)
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise SalunError(
+            f"{path}: x_train images are {tuple(train.images.shape[1:])} (C, H, W) but x_test "
+            f"images are {tuple(test.images.shape[1:])}; both must have one shape"
+        )
     return make_bundle(path.stem, train, test, classes, flip=True)

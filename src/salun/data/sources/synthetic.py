@@ -10,6 +10,8 @@ from salun.data.dataset import DataBundle, ImageDataset, make_bundle
 from salun.data.registry import register_loader
 from salun.errors import SalunError
 
+MAX_N = 1_000_000  # a test dataset: 1 M images of 8x8 are 64 MB (uint8)
+
 
 def synthetic_bundle(
     n_train: int = 600,
@@ -45,6 +47,6 @@ def load_synthetic(root: Path | None, arg: str | None) -> DataBundle:
         n = int(arg) if arg else 600
     except ValueError:
         raise SalunError(f"synthetic:N needs an integer N, got {arg!r}") from None
-    if n < 8:
-        raise SalunError(f"synthetic:N needs N >= 8, got {n}")
+    if not 8 <= n <= MAX_N:  # 99999999999 asked for 800 GB before saying anything
+        raise SalunError(f"synthetic:N needs N in 8..{MAX_N}, got {n}")
     return synthetic_bundle(n_train=n, n_test=max(n // 4, 8))
