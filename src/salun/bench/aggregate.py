@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from salun.errors import SalunError
 from salun.metrics import GAP_METRICS
 
 RETRAIN = "retrain"
@@ -144,8 +145,9 @@ def record_protocol(r: Mapping) -> str | None:
 
 def table_records(records: Iterable[Mapping], protocol: str | None = None) -> list[Mapping]:
     """Successful Retrain runs and final method runs (of ``protocol`` if given); search
-    runs excluded."""
-    return [
+    runs excluded. A run is counted once: a line repeated in ``results.jsonl`` (a copy
+    pasted twice) is not another seed, and two different records of one run are an error."""
+    return unique_records(
         r
         for r in records
         if r.get("status") == "ok"
@@ -157,7 +159,34 @@ def table_records(records: Iterable[Mapping], protocol: str | None = None) -> li
                 and (protocol is None or record_protocol(r) == protocol)
             )
         )
-    ]
+    )
+
+
+def unique_records(records: Iterable[Mapping]) -> list[Mapping]:
+    """``records`` with exact repeats of a run key dropped (first kept, order kept).
+
+    Raises:
+        SalunError: two records share a key but differ: which one is the run is unknown.
+    """
+    seen: dict[Any, Mapping] = {}
+    out = []
+    for r in records:
+        key = r.get("key")
+        if key is None:  # records built by hand (tests, notebooks) carry no key
+            out.append(r)
+        elif key not in seen:
+            seen[key] = r
+            out.append(r)
+        elif seen[key] != r:
+            raise SalunError(
+                f"two different records of run {key!r}; keep one (the per-run file in runs/ "
+                "is the original)"
+            )
+    return out
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def protocols_of(records: Iterable[Mapping]) -> list[str]:
@@ -238,7 +267,7 @@ def _row(
     g = {m: abs(stats[m].mean - ref_mean[m]) for m in gap_names}
     hp = rs[0].get("hparam") or {}
     choice = rs[0].get("lr_choice") or {}
-    by_seed = {r["seed"]: float(r["avg_gap"]) for r in rs if r.get("avg_gap") is not None}
+    by_seed = {r["seed"]: float(r["avg_gap"]) for r in rs if _finite(r.get("avg_gap"))}
     is_ref = label == RETRAIN
     return Row(
         scenario=scenario,
@@ -269,7 +298,13 @@ def rank_and_tie(rows: Sequence[Row]) -> list[Row]:
     """Rank the methods by mean per-seed Avg. Gap (1 = best; ties in value share a rank)
     and mark those not distinguishable from the best: a paired 95 % t-interval of the
     per-seed differences that contains 0. Fewer than two common seeds: no mark."""
-    methods = [r for r in rows if r.method != RETRAIN and r.avg_gap_trials.n > 0]
+    # a NaN gap (a hand-edited or diverged record) has no rank: NaN compares False with
+    # everything, so sorting would put it anywhere, first included
+    methods = [
+        r
+        for r in rows
+        if r.method != RETRAIN and r.avg_gap_trials.n > 0 and math.isfinite(r.avg_gap_trials.mean)
+    ]
     if not methods:
         return list(rows)
     order = sorted(methods, key=lambda r: r.avg_gap_trials.mean)

@@ -97,7 +97,9 @@ class RayExecutor:
                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
                         ) from None
             else:
-                ray.init(num_cpus=local_cpus, **kwargs)
+                # "local": a new instance, whatever Ray finds lying around (a stale
+                # ray_current_cluster pointer or RAY_ADDRESS would make it connect instead)
+                ray.init(address="local", num_cpus=local_cpus, **kwargs)
                 self._started = True
         self.address = address
         self.cpus_per_run, self.gpus_per_run = cpus_per_run, gpus_per_run

@@ -60,6 +60,7 @@ from salun.data import Split, load_dataset, make_split, save_split
 from salun.errors import SalunError
 from salun.metrics import GAP_METRICS, avg_gap, gaps
 from salun.utils import device_name, resolve_device
+from salun.validate import check_threads
 
 OnRecord = Callable[[dict[str, Any]], None]
 
@@ -125,6 +126,8 @@ class _Runner:
     def __init__(self, cfg: BenchConfig, out: Path, opt: BenchOptions, on_record) -> None:
         self.cfg, self.out, self.opt, self.on_record = cfg, out, opt, on_record
         self.device = resolve_device(opt.device)  # a bad --device fails before any work
+        if opt.threads is not None:
+            check_threads("threads", opt.threads)  # at most the CPUs: 100000 segfaulted
         self.splits: dict[tuple[str, int], Split] = {}
         self.original_dirs: dict[int, str] = {}
         self.choices: dict[str, dict[str, Any]] = {}  # final run key -> its lr choice
@@ -546,7 +549,11 @@ class _Runner:
                 "train_acc": (orig or result)["metrics"].get("train_acc"),
                 "test_acc": (orig or result)["metrics"].get("test_acc"),
             },
-            **{k: result[k] for k in ("cached", "via", "history", "best_epoch") if k in result},
+            **{
+                k: result[k]
+                for k in ("cached", "via", "history", "best_epoch", "traceback")
+                if k in result
+            },
         }
         worker = result.get("worker", {})
         rec.update(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import platform
 import time
+import traceback
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -204,17 +205,35 @@ def run_retrain(task: Task, device: torch.device) -> dict[str, Any]:
 def run_unlearn(task: Task, device: torch.device) -> dict[str, Any]:
     """Run one unlearning method from the original model and evaluate it.
 
-    A user-level failure of the method (e.g. the loss diverging at a large lr in the search)
-    is returned as ``status: failed`` instead of stopping the whole benchmark.
+    Whatever goes wrong inside the run (the loss diverging at a large lr in the search,
+    a model whose outputs turned NaN, a bug in one method) is returned as ``status:
+    failed`` with its reason, instead of stopping the whole benchmark: one bad run costs
+    one record, and a resumed bench does not die on it again. Only Ctrl-C stops it.
     """
-    from salun.methods import UnlearnContext, make_config, run_method
+    from salun.methods import make_config
+
+    cfg = make_config(task.method, task.overrides)  # checked before the bench started
+    try:
+        return _unlearn_and_evaluate(task, cfg, device)
+    except SalunError as e:
+        return {"status": "failed", "error": str(e), "config": asdict(cfg)}
+    except Exception as e:  # a bug in one method: recorded with its traceback, not fatal
+        return {
+            "status": "failed",
+            "error": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(limit=-8),
+            "config": asdict(cfg),
+        }
+
+
+def _unlearn_and_evaluate(task: Task, cfg: Any, device: torch.device) -> dict[str, Any]:
+    from salun.methods import UnlearnContext, run_method
 
     b = task.bench
     bundle = bundle_for(b.dataset, b.data_root)
     split = load_split(task.path(task.split_file))
     forget, retain = bundle.train.subset(split.forget), bundle.train.subset(split.retain)
     original, _ = load_model(task.path(task.original_dir), device)
-    cfg = make_config(task.method, task.overrides)
     ctx = UnlearnContext(
         num_classes=bundle.num_classes,
         device=device,
@@ -223,13 +242,11 @@ def run_unlearn(task: Task, device: torch.device) -> dict[str, Any]:
         original_train=asdict(recipe_for(b, task.seed)),
         quiet=task.quiet,
     )
-    try:
-        res = run_method(task.method, original, forget, retain, cfg, ctx)
-        metrics = evaluate_unlearning(
-            res.model, bundle, split, device=device, mia_features=b.mia_features
-        )
-    except SalunError as e:
-        return {"status": "failed", "error": str(e), "config": asdict(cfg)}
+    res = run_method(task.method, original, forget, retain, cfg, ctx)
+    # evaluation refuses NaN/inf outputs (check_finite_logits): a failed run, not a crash
+    metrics = evaluate_unlearning(
+        res.model, bundle, split, device=device, mia_features=b.mia_features
+    )
     if task.mask_file and not task.path(task.mask_file).is_file():
         save_salun_mask(task, original, forget, cfg, ctx, split.hash)
     return {"status": "ok", "metrics": metrics, "rte_s": res.seconds, "config": asdict(cfg)}

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from salun.data import DataBundle, Split
+from salun.errors import SalunError
 from salun.metrics.accuracy import accuracy, predict_logits
 from salun.metrics.mia import FEATURES, balanced_shadow_sets, mia_efficacy
 
@@ -57,6 +58,8 @@ def evaluate_sets(
     with ``.labels``); ``seed`` draws the MIA's balanced shadow subsample; ``test`` is used
     as it is (no classes removed)."""
     lf, lr_, lt = (predict_logits(model, d, device) for d in (forget, retain, test))
+    for name, logits in (("D_f", lf), ("D_r", lr_), ("the test set", lt)):
+        check_finite_logits(logits, name)
     out: dict[str, Any] = {
         "UA": 100.0 - accuracy(lf, forget.labels),
         "RA": accuracy(lr_, retain.labels),
@@ -86,3 +89,15 @@ def evaluate_sets(
         mia_blind=blind,
     )
     return out
+
+
+def check_finite_logits(logits: torch.Tensor, where: str) -> None:
+    """A model whose outputs hold NaN or inf has diverged: no metric of it means anything
+    (the MIA's SVC would fail on them), so it is refused with one message."""
+    bad = int((~torch.isfinite(logits)).any(1).sum())
+    if bad:
+        raise SalunError(
+            f"the model's outputs are NaN or infinite on {bad} of {len(logits)} samples of "
+            f"{where}: it diverged (a learning rate or loss weight too large?); nothing to "
+            "evaluate"
+        )

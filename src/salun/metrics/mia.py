@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from sklearn.svm import SVC
 
+from salun.errors import SalunError
+
 FEATURES = ("correctness", "confidence", "entropy", "m_entropy", "prob")
 _EPS = 1e-30
 
@@ -108,6 +110,12 @@ def svc_attack(
     if len(target) == 0:
         return float("nan"), False
     x = np.concatenate([shadow_train, shadow_test])
+    for name, a in (("shadow", x), ("target", target)):
+        if not np.isfinite(a).all():  # sklearn would stop with "Input X contains NaN"
+            raise SalunError(
+                f"MIA: the {name} features hold NaN or inf (a model that diverged?); "
+                "the attack needs finite outputs"
+            )
     y = np.concatenate([np.ones(len(shadow_train)), np.zeros(len(shadow_test))])
     clf = SVC(C=3, gamma="auto", kernel="rbf")
     clf.fit(x, y)
