@@ -227,6 +227,15 @@ def _hostile_inputs(root: Path) -> None:
     _npz(root / "float_103.npz", x_train=rng.random((20, 8, 8)) * 1.03)
     _npz(root / "test_shape.npz", x_test=rng.integers(0, 256, (10, 9, 9), dtype=np.uint8))
     _npz_declaring(root / "header_913gib.npz", (1_000_000, 1000, 980))
+    # image folders whose class folders are not classes
+    _imagefolder(root / "if_link")
+    _png(root / "elsewhere" / "0.png", 8, 8)
+    (root / "if_link" / "train" / "c").symlink_to(root / "elsewhere", target_is_directory=True)
+    _imagefolder(root / "if_empty")
+    (root / "if_empty" / "train" / "c").mkdir()
+    _imagefolder(root / "if_output")
+    (root / "if_output" / "train" / "model").mkdir()
+    (root / "if_output" / "train" / "model" / "model.json").write_text("{}")
     shutil.copytree(root / "m", root / "m_image_size")
     meta = root / "m_image_size" / "model.json"
     d = json.loads(meta.read_text())
@@ -525,6 +534,12 @@ ROWS = [
      *DEV], r"width must lie in \[1/64, 64\]"),
     ("train-threads-100000", lambda f: ["train", *TRAIN, "--threads", "100000", "--out", "t",
      *DEV], r"--threads must be an integer in \[1, \d+\], got 100000"),
+    ("train-imagefolder-class-links-outside", lambda f: ["train", *TRAIN[2:], "--data",
+     "imagefolder:if_link", "--out", "t", *DEV], r"train/c links to .*elsewhere, outside"),
+    ("train-imagefolder-empty-class", lambda f: ["train", *TRAIN[2:], "--data",
+     "imagefolder:if_empty", "--out", "t", *DEV], r"class folder .*train/c holds no"),
+    ("train-imagefolder-salun-output-as-class", lambda f: ["train", *TRAIN[2:], "--data",
+     "imagefolder:if_output", "--out", "t", *DEV], r"train/model is a salun output"),
     ("mask-keep-density-zero", lambda f: ["mask", "--model", "m", "--forget", "s.json",
      "--keep", "1e-12", "--out", "k.safetensors", *DEV], r"keep 1e-12 keeps none of the"),
     ("unlearn-salun-keep-density-zero", lambda f: ["unlearn", "--method", "salun", "--model",
@@ -617,6 +632,16 @@ def test_bad_grid_fails_before_anything_trains(base, tmp_path, monkeypatch, caps
     _bench_yaml(good, methods={"rl": {"epochs": 1, "lr_grid": [0.01, 0.03]}})
     assert main(["bench", "--config", str(good), "--out", str(tmp_path / "b")]) in (0, None)
     assert len(started) == 1
+
+
+def test_imagefolder_skips_hidden_folders(tmp_path):
+    """``.ipynb_checkpoints`` or ``.git`` inside train/ is not a class (issue #27)."""
+    from salun.data import load_dataset
+
+    _imagefolder(tmp_path / "tree")
+    _png(tmp_path / "tree" / "train" / ".hidden" / "0.png", 8, 8)
+    bundle = load_dataset(f"imagefolder:{tmp_path / 'tree'}")
+    assert bundle.classes == ("a", "b") and len(bundle.train) == 6
 
 
 def test_internal_error_keeps_its_traceback(monkeypatch):

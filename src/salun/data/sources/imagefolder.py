@@ -38,8 +38,14 @@ def image_size() -> int:
     return size
 
 
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in _EXTENSIONS and p.is_file())
+def _images_under(folder: Path, root: Path) -> list[Path]:
+    """The images of one class folder; a link to a file outside the dataset ``root`` is
+    refused (it would read any file on the machine into the training set)."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _EXTENSIONS and p.is_file())
+    for p in files:
+        if not p.resolve().is_relative_to(root):
+            raise SalunError(f"image {p} links to {p.resolve()}, outside the dataset {root}")
+    return files
 
 
 def _read_image(path: Path, size: int) -> np.ndarray:
@@ -78,17 +84,51 @@ def _load(files: list[Path], labels: list[int], size: int, what: str) -> ImageDa
     return ImageDataset(images, torch.tensor(labels, dtype=torch.int64))
 
 
+# a folder holding one of these is a salun output (say ``--out`` inside the image tree),
+# never a class
+_SALUN_OUTPUTS = ("model.json", "bench.json", "audit.json")
+
+
 def _class_folders(split_dir: Path) -> list[str]:
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    """The class folders of ``train/`` or ``val/``: real folders inside the dataset.
+
+    Hidden folders (``.ipynb_checkpoints``, ``.git``) are skipped: they are never classes.
+    A link to a folder outside the dataset, or a salun output folder, is an error: either
+    would silently become a class of its own.
+    """
+    root = split_dir.parent.resolve()
+    names = []
+    for p in sorted(split_dir.iterdir()):
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        if not p.resolve().is_relative_to(root):
+            raise SalunError(
+                f"{p} links to {p.resolve()}, outside the dataset {root}; class folders "
+                "must lie inside it"
+            )
+        made = [m for m in _SALUN_OUTPUTS if (p / m).exists()]
+        if made:
+            raise SalunError(
+                f"{p} is a salun output ({made[0]}), not a class of images; move it out of "
+                f"{split_dir}"
+            )
+        names.append(p.name)
+    return names
 
 
 def _from_class_folders(split_dir: Path, index: dict[str, int], size: int) -> ImageDataset:
     files: list[Path] = []
     labels: list[int] = []
+    root = split_dir.parent.resolve()
     for name in _class_folders(split_dir):
         if name not in index:
             raise SalunError(f"{split_dir / name}: class {name!r} has no folder in train/")
-        found = _images_under(split_dir / name)
+        found = _images_under(split_dir / name, root)
+        if not found:  # a class without an image: a label no sample carries
+            raise SalunError(
+                f"class folder {split_dir / name} holds no .jpeg/.jpg/.png images; add "
+                "images or remove the folder"
+            )
         files += found
         labels += [index[name]] * len(found)
     return _load(files, labels, size, str(split_dir))
@@ -119,7 +159,10 @@ def _from_annotations(val_dir: Path, index: dict[str, int], size: int) -> ImageD
                 f"{val_dir / 'val_annotations.txt'} line {n}: expected 'file<TAB>class' with a "
                 f"class from train/, got {line[:80]!r}"
             )
-        files.append(val_dir / "images" / _inside(parts[0], val_dir, n))
+        path = val_dir / "images" / _inside(parts[0], val_dir, n)
+        if not path.resolve().is_relative_to(val_dir.parent.resolve()):  # a link out
+            raise SalunError(f"image {path} links to {path.resolve()}, outside the dataset")
+        files.append(path)
         labels.append(index[parts[1]])
     return _load(files, labels, size, str(val_dir))
 
