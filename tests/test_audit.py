@@ -468,6 +468,36 @@ def test_cli_writes_report_with_low_power_warning(tmp_path):
     assert main(args) == 2
 
 
+def test_cli_attack_flags_recompute_without_training(tmp_path, monkeypatch):
+    from salun.cli import main
+
+    cfg = tmp_path / "a.yaml"
+    raw = {**RAW, "dataset": "synthetic:64", "forget_count": 8, "shadows": 4, "bootstrap": 20}
+    raw["original"] = {"epochs": 2, "batch_size": 32, "lr": 0.05}
+    raw["methods"] = {"original": {}}
+    cfg.write_text(json.dumps(raw))
+    out = tmp_path / "o"
+    base = ["audit", "--config", str(cfg), "--out", str(out), "--quiet"]
+    assert main(base) == 0
+    first = json.loads((out / "summary.json").read_text())
+
+    def no_training(*a, **k):
+        raise AssertionError("changing the attack's settings retrained a model")
+
+    monkeypatch.setattr(wf, "train_supervised", no_training)
+    assert main([*base, "--location", "median", "--variance", "fixed"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["config"]["location"] == "median" and again["config"]["variance"] == "fixed"
+    assert again["attack"]["location"] == "median" and first["attack"]["location"] == "mean"
+    head = json.loads((out / "audit.json").read_text())["config"]
+    assert (head["location"], head["variance"]) == ("median", "fixed")
+    # the statistic did change: the same records under the other fit
+    assert again["methods"]["original"]["auc"] != first["methods"]["original"]["auc"]
+    # synthetic data allows no flips: one clear error, the finished summary untouched
+    assert main([*base, "--queries", "mirror"]) == 2
+    assert json.loads((out / "summary.json").read_text()) == again
+
+
 def test_audit_cpu_preset_parses():
     import salun.methods.neggrad_plus  # noqa: F401  (registers the new methods)
     import salun.methods.scrub  # noqa: F401

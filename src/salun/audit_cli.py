@@ -38,6 +38,9 @@ def cmd_audit(args) -> None:
     cfg = load_audit_config(path)
     if args.shadows is not None:
         cfg = replace(cfg, shadows=args.shadows)
+    for key in ("variance", "location", "queries"):  # the attack's settings (docs/audit.md)
+        if getattr(args, key) is not None:
+            cfg = replace(cfg, **{key: getattr(args, key)})
     if args.methods:
         unknown = [m for m in args.methods if m not in cfg.labels]
         if unknown:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from salun.config_cli import option
+from salun.metrics.audit import LOCATIONS, QUERIES, VARIANCES
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,12 @@ class AuditOptions:
         out: the audit folder (created; resumed if it exists)
         shadows: override K, the number of shadow pairs
         methods: audit only these method labels of the config
+        variance: override the config's σ fit (global, per_example, or LiRA's fixed); the
+            finished records are reused
+        location: override the config's Gaussian centre (mean, or LiRA's median); the
+            finished records are reused
+        queries: override the config's queries (single, or LiRA's mirror: needs records
+            made with mirror)
         threads: torch CPU threads (1 is best on a busy machine)
         device: cpu (default), auto or cuda[:N]
         quiet: no progress output
@@ -28,6 +35,9 @@ class AuditOptions:
     out: str | None = option(required=True)
     shadows: int | None = None
     methods: tuple[str, ...] | None = option(None, nargs="+")
+    variance: str | None = option(None, choices=VARIANCES)
+    location: str | None = option(None, choices=LOCATIONS)
+    queries: str | None = option(None, choices=QUERIES)
     threads: int | None = None
     device: str = "cpu"
     quiet: bool = False
