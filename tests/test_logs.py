@@ -17,8 +17,8 @@ import yaml
 
 from salun.bench import load_preset
 from salun.bench.plan import count_runs
-from salun.bench.runlog import RunLog, format_eta
-from salun.utils import progress
+from salun.bench.runlog import RunLog, format_eta, stage_plan
+from salun.utils import LineProgress, progress, progress_lines
 
 NOON = dt.datetime(2026, 12, 1, 12, 0, 0)
 TASK_LINE = re.compile(r"^\[(\d+)/(\d+)\] \S+ ")
@@ -35,9 +35,10 @@ class FakeClock:
         return self.t
 
 
-def make_log(total: int, done: int = 0) -> tuple[RunLog, io.StringIO, FakeClock]:
+def make_log(total: int, done: int = 0, plan=None) -> tuple[RunLog, io.StringIO, FakeClock]:
     out, clock = io.StringIO(), FakeClock()
-    return RunLog(total, done, stream=out, clock=clock, wallclock=lambda: NOON), out, clock
+    log = RunLog(total, done, stream=out, clock=clock, wallclock=lambda: NOON, plan=plan)
+    return log, out, clock
 
 
 # ---- the ETA ---------------------------------------------------------------------------
@@ -89,6 +90,81 @@ def test_a_runs_own_time_is_shown_while_the_eta_uses_completion_intervals():
     assert lines[2] == "[2/4] final.b ok (58.0 s); final runs 2/4, stage ETA 12:00:40 (in 40 s)"
 
 
+def test_a_failed_runs_line_carries_its_reason():
+    log, out, clock = make_log(total=2)
+    log.start_stage("tune", 2)
+    clock.t = 0.4
+    error = "the loss became nan during unlearning epoch 1; lower the learning rate\nTraceback..."
+    log.finished("tune.class0.s100.ga.lr0.003", "failed", run_s=0.4, error=error)
+    assert out.getvalue().splitlines()[-1] == (
+        "[1/2] tune.class0.s100.ga.lr0.003 failed: the loss became nan during unlearning "
+        "epoch 1; lower the learning rate (0.4 s); lr search 1/2, stage ETA 12:00:00 (in 0 s)"
+    )
+
+
+def test_the_job_eta_appears_once_every_stage_to_come_has_a_time_per_run():
+    plan = {"original": 1, "retrain": 2, "tune": 4, "final paper": 4, "final tuned": 4}
+    log, out, clock = make_log(total=15, plan=plan)
+    log.start_stage("original", 1)
+    clock.t = 600.0
+    log.finished("original.s0", "ok")
+    # Retrain would borrow the original's 600 s, but nothing has unlearned yet: no job ETA
+    assert "job" not in out.getvalue()
+    log.start_stage("retrain", 2)
+    clock.t += 500.0
+    log.finished("retrain.a", "ok")
+    assert "job" not in out.getvalue().splitlines()[-1]
+    clock.t += 300.0
+    log.finished("retrain.b", "ok")
+    log.start_stage("tune", 4)
+    clock.t += 10.0
+    log.finished("tune.a", "ok")
+    # 3 search runs left at 10 s, then 8 final runs borrowing the search's 10 s: 110 s
+    assert (
+        out.getvalue()
+        .splitlines()[-1]
+        .endswith("lr search 1/4, stage ETA 12:00:30 (in 30 s); job ETA 12:01:50 (in 2 min)")
+    )
+    clock.t += 30.0
+    log.finished("tune.b", "ok")  # the search's mean is now (10 + 30) / 2 = 20 s
+    assert out.getvalue().splitlines()[-1].endswith("; job ETA 12:03:20 (in 3 min)")  # 2·20 + 8·20
+    for key in ("tune.c", "tune.d"):
+        clock.t += 20.0
+        log.finished(key, "ok")
+    log.start_stage("final paper", 4)
+    clock.t += 50.0
+    log.finished("final.paper.a", "ok")
+    # 3 paper runs and then 4 tuned ones at the paper runs' own 50 s: 350 s
+    assert out.getvalue().splitlines()[-1].endswith("; job ETA 12:05:50 (in 6 min)")
+
+
+def test_the_job_eta_counts_only_the_runs_a_resumed_job_has_left():
+    plan = {"original": 1, "retrain": 1, "tune": 10, "final paper": 10}
+    # a resumed folder: the originals, Retrain and 8 search runs are recorded, and so are 6
+    # final runs (the search grew after them): 22 - 16 = 6 runs left in all
+    log, out, clock = make_log(total=22, done=16, plan=plan)
+    log.start_stage("tune", 2)
+    clock.t = 5.0
+    log.finished("tune.i", "ok")
+    # 1 search run left and then the 4 final runs the job still has (not the plan's 10),
+    # all at the search's 5 s: 25 s
+    assert out.getvalue().splitlines()[-1].endswith("; job ETA 12:00:25 (in 25 s)")
+
+
+def test_stage_plan_adds_up_to_the_jobs_run_count():
+    from salun.bench.audit_stage import audit_task_count
+
+    for name in ("ci", "quick", "standard", "audit-bench-cpu"):
+        cfg = load_preset(name)
+        plan = stage_plan(cfg)
+        assert sum(plan.values()) == count_runs(cfg) + audit_task_count(cfg), name
+        assert list(plan)[:2] == ["original", "retrain"]
+    cfg = load_preset("quick")
+    assert [k for k in stage_plan(cfg) if k.startswith("final")] == [
+        f"final {p}" for p in cfg.protocols
+    ]
+
+
 def test_eta_names_the_date_when_not_today():
     assert format_eta(3600 * 13, NOON) == "ETA 2026-12-02 01:00 (in 13 h 00 min)"
     assert format_eta(90, NOON) == "ETA 12:01:30 (in 2 min)"
@@ -126,6 +202,69 @@ def test_progress_bars_only_on_a_terminal(monkeypatch):
     assert progress(range(3), desc="x", quiet=True).disable
 
 
+def test_line_progress_writes_a_line_per_tenth_with_its_elapsed_and_remaining_time(capsys):
+    clock = FakeClock()
+    bar = LineProgress(total=20, desc="train", clock=clock)
+    for step in range(1, 21):
+        clock.t = 3.0 * step  # 3 s a step
+        if step == 10:
+            bar.set_postfix(loss=0.123456, acc=97.5)
+        bar.update(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10  # 20 steps, a line every 2 (a tenth)
+    assert lines[0] == "train: 2/20 (10 %), 6 s elapsed, about 54 s left"
+    assert lines[4] == "train: 10/20 (50 %), 30 s elapsed, about 30 s left; loss=0.1235, acc=97.5"
+    assert lines[-1] == "train: 20/20 (100 %), 60 s elapsed; loss=0.1235, acc=97.5"
+
+
+def test_line_progress_over_an_iterable_and_a_slow_step_says_so_within_a_minute(capsys):
+    clock = FakeClock()
+    for _epoch in LineProgress(range(3), desc="unlearn", clock=clock):
+        clock.t += 40.0
+    assert capsys.readouterr().err.splitlines() == [
+        "unlearn: 1/3 (33 %), 40 s elapsed, about 80 s left",
+        "unlearn: 2/3 (67 %), 80 s elapsed, about 40 s left",
+        "unlearn: 3/3 (100 %), 2.0 min elapsed",  # minutes from 120 s on
+    ]
+    bar = LineProgress(total=1000, desc="gen", clock=clock, every_s=60.0)
+    clock.t += 61.0
+    bar.update(1)  # far from a tenth, but a minute without a line
+    assert capsys.readouterr().err.startswith("gen: 1/1000 (0 %), 61 s elapsed")
+
+
+def test_progress_writes_lines_to_a_log_only_where_asked(monkeypatch):
+    monkeypatch.delenv("SALUN_QUIET", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file, not a terminal
+    assert progress(range(3), desc="x").disable  # the bench's runs: silent, one line per run
+    with progress_lines():
+        assert isinstance(progress(range(3), desc="x"), LineProgress)
+        assert progress(range(3), desc="x", quiet=True).disable
+        monkeypatch.setenv("SALUN_QUIET", "1")
+        assert progress(range(3), desc="x").disable
+    assert progress(range(3), desc="x").disable
+
+
+def test_train_and_unlearn_print_progress_lines_when_stderr_is_a_file(
+    tmp_path, monkeypatch, capsys
+):
+    from salun.cli import main
+
+    monkeypatch.delenv("SALUN_QUIET", raising=False)
+    split, model = tmp_path / "s.json", tmp_path / "m"
+    assert main(["split", "--data", "synthetic", "--scenario", "random", "--fraction", "0.1",
+                 "--out", str(split)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["train", "--data", "synthetic", "--arch", "mlp", "--epochs", "3",
+                 "--split", str(split), "--out", str(model)]) == 0  # fmt: skip
+    err = capsys.readouterr().err.splitlines()
+    ticks = [x for x in err if re.match(r"^\S.*: \d+/\d+ \(\d+ %\), \d+ s elapsed", x)]
+    assert len(ticks) >= 3 and ticks[-1].split(":")[1].startswith(" ") and "(100 %)" in ticks[-1]
+    assert main(["unlearn", "--model", str(model), "--forget", str(split), "--method", "ft",
+                 "--epochs", "2", "--out", str(tmp_path / "u"), "--no-eval"]) == 0  # fmt: skip
+    err = capsys.readouterr().err.splitlines()
+    assert [x for x in err if x.startswith("fine-tune: ")][-1].startswith("fine-tune: 2/2 (100 %)")
+
+
 # ---- the redirected log of a real run --------------------------------------------------
 
 
@@ -137,7 +276,8 @@ def test_redirected_bench_log_has_one_line_per_run_and_one_final_report_line(tmp
         "scenarios": ["random10"], "seeds": [0], "mia_features": ["confidence"],
         "protocol": ["paper", "tuned"], "tune_seeds": [1],
         "methods": {"ft": {"epochs": 1, "lr": 0.01, "lr_grid": [0.01, 0.03]},
-                    "ga": {"epochs": 1, "lr": 0.001, "lr_grid": []}},
+                    "ga": {"epochs": 1, "lr": 0.001, "lr_grid": []},
+                    "ft_boom": {"method": "ft", "epochs": 1, "lr": 1e9, "lr_grid": []}},
     }  # fmt: skip
     config.write_text(yaml.safe_dump(raw))
     out = tmp_path / "out"
@@ -152,13 +292,17 @@ def test_redirected_bench_log_has_one_line_per_run_and_one_final_report_line(tmp
     from salun.bench import load_config
 
     tasks = count_runs(load_config(config))
-    assert tasks == 2 + 2 + 2 + 4  # originals, Retrains (seeds 0, 1), search, 2 protocols
+    assert tasks == 2 + 2 + 2 + 6  # originals, Retrains (seeds 0, 1), search, 2 protocols
     assert "\r" not in text and "it/s" not in text  # no progress bar redraws
     task_lines = [x for x in lines if TASK_LINE.match(x)]
     assert [TASK_LINE.match(x).groups() for x in task_lines] == [
         (str(i), str(tasks)) for i in range(1, tasks + 1)
     ]
     assert len(lines) <= tasks + OVERHEAD
+    # a diverging run says why it failed; the whole job's ETA shows once it can be known
+    boom = [x for x in task_lines if ".ft_boom" in x and " failed" in x]
+    assert boom and all(re.search(r" failed: the loss became (nan|inf|-inf)", x) for x in boom)
+    assert "; job ETA " in task_lines[-2]
     assert sum("report:" in x for x in lines) == 1
     assert lines[-1] == f"report: {out / 'report.md'} and {out / 'report.html'}"
     # resumed: nothing to run, one line says so (no report this time: faster)

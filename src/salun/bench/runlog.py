@@ -12,6 +12,11 @@ per run is the interval between completions, which is a run's duration when runs
 one after another and the throughput when Ray runs them in parallel. Runs answered from a
 cache (a reused model, a reused search run) take no time and are left out of the mean.
 Until one run of the stage has finished, the ETA is "unknown".
+
+The whole job's ETA follows each line once every stage still to come has a time per run:
+its own, or that of the stage whose runs are alike (Retrain trains like the original
+models; the final runs unlearn like the search's runs). Until then the line says nothing
+about the whole job rather than guess. A failed run's line carries its reason.
 """
 
 from __future__ import annotations
@@ -19,13 +24,37 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
 
 from salun.utils import progress
 
 STAGE_NAMES = {"original": "original models", "retrain": "Retrain", "tune": "lr search",
                "final": "final runs", "audit": "audit shadows"}  # fmt: skip
+# a stage with no finished run yet borrows the time per run of a stage whose runs are alike
+ALIKE = {"retrain": ("original",), "original": ("retrain",), "tune": ("final",),
+         "final": ("tune",)}  # fmt: skip
+
+
+def _kind(stage: str) -> str:
+    return stage.split()[0]  # "final paper" -> "final"
+
+
+def stage_plan(cfg: Any) -> dict[str, int]:
+    """Runs per stage of a whole benchmark ``cfg`` (the stages :class:`RunLog` is told
+    about, in order), for the job's ETA; their sum is ``count_runs`` plus the audit's."""
+    from salun.bench.audit_stage import audit_task_count
+    from salun.bench.plan import search_grid
+
+    n_s = len(cfg.scenarios)
+    plan = {"original": len(cfg.all_seeds), "retrain": len(cfg.all_seeds) * n_s}
+    if cfg.tune_lr:
+        plan["tune"] = len(cfg.search_seeds) * n_s * sum(len(search_grid(m)) for m in cfg.methods)
+    for protocol in cfg.protocols:
+        plan[f"final {protocol}"] = len(cfg.seeds) * n_s * len(cfg.methods)
+    if audit_task_count(cfg):
+        plan["audit"] = audit_task_count(cfg)
+    return {k: v for k, v in plan.items() if v}
 
 
 def format_eta(seconds_left: float, now: dt.datetime) -> str:
@@ -53,6 +82,8 @@ class RunLog:
         stream: where to write (stderr).
         clock: seconds, monotonic (tests pass a fake one).
         wallclock: the local time the ETA is added to.
+        plan: runs per stage of the whole job, in order (:func:`stage_plan`); without it
+            only the stage's ETA is shown.
     """
 
     def __init__(
@@ -64,8 +95,11 @@ class RunLog:
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], dt.datetime] = dt.datetime.now,
+        plan: Mapping[str, int] | None = None,
     ) -> None:
         self.total, self.done, self.quiet = total, done, quiet
+        self.plan = dict(plan or {})
+        self.per_run: dict[str, float] = {}  # stage -> mean seconds per run, once measured
         self.stream = stream or sys.stderr
         self.clock, self.wallclock = clock, wallclock
         self.stage: str | None = None
@@ -100,17 +134,26 @@ class RunLog:
             self.say(f"stage {name}: {todo} run{'s' * (todo != 1)} to do, ETA unknown")
 
     def finished(
-        self, key: str, status: str, *, cached: bool = False, run_s: float | None = None
+        self,
+        key: str,
+        status: str,
+        *,
+        cached: bool = False,
+        run_s: float | None = None,
+        error: str | None = None,
     ) -> None:
         """Log one finished run (``cached``: answered from a cache, left out of the ETA).
 
         ``run_s``: the run's own time, shown; without it the wall time since the previous
         completion is shown, which under a parallel executor is not the run's time. The ETA
-        always uses the completion intervals (they account for the parallelism)."""
+        always uses the completion intervals (they account for the parallelism).
+        ``error``: why a failed run failed, shown after its status (first line only)."""
         t = self.clock()
         took = t - self._last  # wall time since the previous completion
         if not cached:
             self.intervals.append(took)
+            if self.stage is not None:
+                self.per_run[self.stage] = sum(self.intervals) / len(self.intervals)
         self._last = t
         self.done += 1
         self.stage_done += 1
@@ -118,7 +161,11 @@ class RunLog:
             self.bar.update(1)
             self.bar.set_postfix_str(key)
         how = "cached" if cached else f"{took if run_s is None else run_s:.1f} s"
-        self.say(f"[{self.done}/{self.total}] {key} {status} ({how}); {self.eta()}")
+        if error:
+            status += f": {_first_line(error)}"
+        line = f"[{self.done}/{self.total}] {key} {status} ({how}); {self.eta()}"
+        job = self.job_eta()
+        self.say(line + (f"; job {job}" if job else ""))
 
     def derived(self, key: str, status: str) -> None:
         """Log a record made without running anything (a reused identical run)."""
@@ -139,10 +186,56 @@ class RunLog:
         mean = sum(self.intervals) / len(self.intervals)
         return f"{head}, stage {format_eta(mean * left, self.wallclock())}"
 
+    def job_eta(self) -> str | None:
+        """The whole job's ETA, or None while a stage still to run has no time per run
+        (its own or an alike stage's) or no plan was given."""
+        if not self.plan or self.stage is None:
+            return None
+        left_now = max(0, self.stage_todo - self.stage_done)
+        names = list(self.plan)  # in the order the stages run
+        if self.stage not in names:
+            return None
+        later = names[names.index(self.stage) + 1 :]
+        seconds = left_now * self._per_run(self.stage) if left_now else 0.0
+        if seconds is None:
+            return None
+        # the later stages' runs, capped by what the job has left (a resumed folder holds
+        # some of them already)
+        budget = max(0, self.total - self.done - left_now)
+        for stage in later:
+            n = min(self.plan[stage], budget)
+            budget -= n
+            if n:
+                per = self._per_run(stage)
+                if per is None:
+                    return None
+                seconds += n * per
+        if self.done >= self.total:
+            return None
+        return format_eta(seconds, self.wallclock())
+
+    def _per_run(self, stage: str) -> float | None:
+        if stage in self.per_run:
+            return self.per_run[stage]
+        kind = _kind(stage)
+        for other, per in self.per_run.items():  # another protocol's final runs, say
+            if _kind(other) == kind:
+                return per
+        for alike in ALIKE.get(kind, ()):
+            for other, per in self.per_run.items():
+                if _kind(other) == alike:
+                    return per
+        return None
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else "(no reason recorded)"
 
 
 def _isatty(stream) -> bool:

@@ -51,7 +51,7 @@ from salun.bench.plan import (
     widened,
 )
 from salun.bench.plan import method_overrides as with_seed_lr
-from salun.bench.runlog import RunLog
+from salun.bench.runlog import RunLog, stage_plan
 from salun.bench.session import Session, check_same_config, now
 from salun.bench.store import ResultStore
 from salun.bench.tasks import retrain_via
@@ -60,7 +60,6 @@ from salun.data import Split, load_dataset, make_split, save_split
 from salun.errors import SalunError
 from salun.metrics import GAP_METRICS, avg_gap, gaps
 from salun.utils import device_name, resolve_device
-from salun.validate import check_threads
 
 OnRecord = Callable[[dict[str, Any]], None]
 
@@ -126,8 +125,6 @@ class _Runner:
     def __init__(self, cfg: BenchConfig, out: Path, opt: BenchOptions, on_record) -> None:
         self.cfg, self.out, self.opt, self.on_record = cfg, out, opt, on_record
         self.device = resolve_device(opt.device)  # a bad --device fails before any work
-        if opt.threads is not None:
-            check_threads("threads", opt.threads)  # at most the CPUs: 100000 segfaulted
         self.splits: dict[tuple[str, int], Split] = {}
         self.original_dirs: dict[int, str] = {}
         self.choices: dict[str, dict[str, Any]] = {}  # final run key -> its lr choice
@@ -168,7 +165,9 @@ class _Runner:
             _discard_new_folder(self.out, created, lock)
             raise
         self.store = ResultStore(self.out)
-        self.log = RunLog(self._total_runs(), len(self.store), quiet=self.opt.quiet)
+        self.log = RunLog(
+            self._total_runs(), len(self.store), quiet=self.opt.quiet, plan=stage_plan(self.cfg)
+        )
         if lock.stale:
             self.log.say(f"took over the lock of a run that died ({describe_holder(lock.stale)})")
         if self.session.died:
@@ -182,13 +181,8 @@ class _Runner:
             self._stage(
                 [self._retrain_task(sc.name, s) for sc in cfg.scenarios for s in cfg.all_seeds]
             )
-            # the paper protocol needs no search: its runs come first, so a long bench
-            # has every seed's published-setting results before the search's many runs
-            if PAPER in cfg.protocols:
-                self._protocol_runs(PAPER, {})
             choices = self._search_lrs()
-            if TUNED in cfg.protocols:
-                self._protocol_runs(TUNED, choices)
+            self._final_runs(choices)
             if cfg.audit is not None:
                 self._audit_runs(choices)
             status = "finished"
@@ -288,7 +282,10 @@ class _Runner:
         if record.get("reused_from"):
             status += f", reuses {record['reused_from']}"
         if ran:
-            self.log.finished(record["key"], status, cached=cached, run_s=record.get("rte_s"))
+            self.log.finished(
+                record["key"], status, cached=cached, run_s=record.get("rte_s"),
+                error=record.get("error") if record["status"] != "ok" else None,
+            )  # fmt: skip
         else:
             self.log.derived(record["key"], status)
         self.session.save()
@@ -447,6 +444,12 @@ class _Runner:
                 gaps.setdefault(lr, {})[seed] = rec["avg_gap"] if ok else None
         return choose_value(grid, gaps, field=field, tune_seeds=self.cfg.search_seeds)
 
+    def _final_runs(self, choices: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """One stage per protocol, ``paper`` first: a ``tuned`` run identical to a run
+        already made (its ``paper`` twin, or a search run on a reported seed) is reused."""
+        for protocol in self.cfg.protocols:
+            self._protocol_runs(protocol, choices if protocol == TUNED else {})
+
     def _protocol_runs(self, protocol: str, choices: dict[tuple[str, str], dict]) -> None:
         cfg = self.cfg
         tasks = []
@@ -549,11 +552,7 @@ class _Runner:
                 "train_acc": (orig or result)["metrics"].get("train_acc"),
                 "test_acc": (orig or result)["metrics"].get("test_acc"),
             },
-            **{
-                k: result[k]
-                for k in ("cached", "via", "history", "best_epoch", "traceback")
-                if k in result
-            },
+            **{k: result[k] for k in ("cached", "via", "history", "best_epoch") if k in result},
         }
         worker = result.get("worker", {})
         rec.update(
