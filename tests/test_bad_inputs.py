@@ -634,6 +634,31 @@ def test_bad_grid_fails_before_anything_trains(base, tmp_path, monkeypatch, caps
     assert len(started) == 1
 
 
+def test_gen_train_resume_refuses_other_settings_and_keeps_the_recorded_ones(
+    tmp_path, monkeypatch, capsys
+):
+    """``gen train --resume`` with another architecture, lr or batch size is refused
+    (the folder is untouched); a setting left at its default takes the recorded value."""
+    monkeypatch.chdir(tmp_path)
+    data = ["--data", "synthetic:64", "--quiet", "--device", "cpu", "--out", "g"]
+    tiny = ["--block-out-channels", "8", "16", "--attention-levels", "--norm-num-groups", "4"]
+    assert main(["gen", "train", *data, *tiny, "--batch-size", "16", "--lr", "0.001",
+                 "--steps", "2"]) == 0  # fmt: skip
+    before = _snapshot(tmp_path / "g")
+    for flags, match in (
+        (["--block-out-channels", "8", "32"], r"block_out_channels was \[8, 16\], now \[8, 32\]"),
+        (["--lr", "0.005"], r"lr was 0.001, now 0.005"),
+        (["--batch-size", "32"], r"batch_size was 16, now 32"),
+    ):
+        capsys.readouterr()
+        code = main(["gen", "train", *data, "--steps", "3", "--resume", *flags])
+        _check(code, capsys.readouterr().err, match, before, _snapshot(tmp_path / "g"))
+    assert main(["gen", "train", *data, "--steps", "3", "--resume"]) == 0
+    meta = json.loads((tmp_path / "g" / "model.json").read_text())
+    assert meta["steps_done"] == 3
+    assert (meta["train"]["lr"], meta["train"]["batch_size"]) == (0.001, 16)
+
+
 def test_imagefolder_skips_hidden_folders(tmp_path):
     """``.ipynb_checkpoints`` or ``.git`` inside train/ is not a class (issue #27)."""
     from salun.data import load_dataset

@@ -7,6 +7,7 @@ model weights), does its work and writes its artifact atomically with provenance
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -103,6 +104,8 @@ def train_to_folder(
                 f"cannot resume {out}: it holds {done} of {cfg.steps} steps but no training "
                 f"state ({STATE_FILE}); train into a new --out, or ask for {done} steps"
             )
+        cfg = _resumed_config(out, read_denoiser_meta(out), cfg, arch)
+        meta.update(train=asdict(cfg), seed=cfg.seed)
         state = resume_train_state(out, cfg, dev)
         model = state.model
     else:
@@ -122,6 +125,45 @@ def train_to_folder(
     meta["train_seconds_last_session"] = time.perf_counter() - t0
     save_checkpoint(out, state, meta, complete=True)
     return read_denoiser_meta(out)
+
+
+def _resumed_config(out, meta: dict, cfg: DDPMTrainConfig, arch: dict) -> DDPMTrainConfig:
+    """The training settings of a ``--resume``: the recorded run's, never silently others.
+
+    A setting given with another value than the recorded one (an architecture flag, the
+    lr, the batch size...) is refused: the architecture would be ignored, an lr or a batch
+    size applied mid-run while model.json kept only the new values. A training setting
+    left at its default takes the recorded value. Only ``steps`` may grow.
+    """
+
+    def plain(d: dict) -> dict:
+        return json.loads(json.dumps(d))
+
+    was_arch, was_train = plain(meta.get("denoiser") or {}), plain(meta.get("train") or {})
+    conflicts = [(k, was_arch[k], v) for k, v in plain(arch).items() if was_arch.get(k, v) != v]
+    default, now = plain(asdict(DDPMTrainConfig())), plain(asdict(cfg))
+    inherit = {}
+    for k, v in now.items():
+        if k == "steps" or k not in was_train or was_train[k] == v:
+            continue
+        if v == default.get(k):  # not given: the run goes on with its own value
+            inherit[k] = was_train[k]
+        else:
+            conflicts.append((k, was_train[k], v))
+    if conflicts:
+        k, before, after = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise SalunError(
+            f"cannot resume {out} with other settings: {k} was {before!r}, now {after!r}{more}; "
+            "resume with the settings it was started with (only --steps may grow), or train "
+            "into a new --out"
+        )
+    return dataclasses.replace(cfg, **{k: _as_field(cfg, k, v) for k, v in inherit.items()})
+
+
+def _as_field(cfg: Any, name: str, value: Any) -> Any:
+    """A JSON value back in the field's type (lists were tuples)."""
+    return tuple(value) if isinstance(getattr(cfg, name), tuple) else value
 
 
 def _forget_retain(meta: dict, forget_class: int):
