@@ -151,6 +151,20 @@ def test_the_job_eta_counts_only_the_runs_a_resumed_job_has_left():
     assert out.getvalue().splitlines()[-1].endswith("; job ETA 12:00:25 (in 25 s)")
 
 
+def test_the_job_eta_holds_when_the_paper_runs_come_before_the_search():
+    plan = {"original": 1, "retrain": 1, "tune": 6, "final paper": 2, "final tuned": 2}
+    log, out, clock = make_log(total=12, plan=plan)
+    for stage, key, took in (("original", "o", 100.0), ("retrain", "r", 100.0)):
+        log.start_stage(stage, 1)
+        clock.t += took
+        log.finished(key, "ok")
+    log.start_stage("final paper", 2)
+    clock.t += 8.0
+    log.finished("final.paper.a", "ok")
+    # 1 paper run, then the search's 6 and the 2 tuned runs, all at the paper runs' 8 s
+    assert out.getvalue().splitlines()[-1].endswith("; job ETA 12:01:12 (in 1 min)")
+
+
 def test_stage_plan_adds_up_to_the_jobs_run_count():
     from salun.bench.audit_stage import audit_task_count
 

@@ -100,6 +100,7 @@ class RunLog:
         self.total, self.done, self.quiet = total, done, quiet
         self.plan = dict(plan or {})
         self.per_run: dict[str, float] = {}  # stage -> mean seconds per run, once measured
+        self.started: set[str] = set()
         self.stream = stream or sys.stderr
         self.clock, self.wallclock = clock, wallclock
         self.stage: str | None = None
@@ -127,6 +128,7 @@ class RunLog:
 
     def start_stage(self, stage: str, todo: int) -> None:
         self.stage, self.stage_todo, self.stage_done = stage, todo, 0
+        self.started.add(stage)
         self.intervals = []
         self._last = self.clock()
         if todo:
@@ -192,17 +194,17 @@ class RunLog:
         if not self.plan or self.stage is None:
             return None
         left_now = max(0, self.stage_todo - self.stage_done)
-        names = list(self.plan)  # in the order the stages run
-        if self.stage not in names:
+        per_now = self._per_run(self.stage)
+        if per_now is None or self.done >= self.total:
             return None
-        later = names[names.index(self.stage) + 1 :]
-        seconds = left_now * self._per_run(self.stage) if left_now else 0.0
-        if seconds is None:
-            return None
-        # the later stages' runs, capped by what the job has left (a resumed folder holds
-        # some of them already)
+        seconds = left_now * per_now
+        # The runs the job has left after this stage belong to the stages not started in
+        # this session. A resumed folder holds the early stages' runs already, so they are
+        # handed out from the last stage backwards (whatever order the runner uses for the
+        # unlearning stages, those borrow each other's time per run).
         budget = max(0, self.total - self.done - left_now)
-        for stage in later:
+        later = [s for s in self.plan if s != self.stage and s not in self.started]
+        for stage in reversed(later):
             n = min(self.plan[stage], budget)
             budget -= n
             if n:
@@ -210,8 +212,6 @@ class RunLog:
                 if per is None:
                     return None
                 seconds += n * per
-        if self.done >= self.total:
-            return None
         return format_eta(seconds, self.wallclock())
 
     def _per_run(self, stage: str) -> float | None:
