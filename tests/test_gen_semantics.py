@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from ddpm_fixtures import K, class_templates, tiny_denoiser
 from salun.generation.ddpm.data import BatchStream
 from salun.generation.ddpm.diffusion import NoiseSchedule, noisy_batch
+from salun.generation.ddpm.esd import esd_ddim_sample
 from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency, ddpm_saliency_mask
 from salun.generation.ddpm.model import build_denoiser
 from salun.generation.ddpm.sampler import timestep_sequence
 from salun.generation.ddpm.unlearn import (
     GenUnlearnConfig,
-    esd_partial_sample,
     resolve_schedule,
     unlearn_ddpm,
 )
@@ -168,28 +168,44 @@ def test_esd_pulls_toward_negative_guidance_of_the_frozen_original(monkeypatch, 
             target = e_null - eta * (e_c - e_null)
         return F.mse_loss(net(x_t, t, cf), target)
 
-    cfg = base_cfg(method="esd", alpha=0.0, seed=6, grad_clip=0.0, esd_eta=eta, esd_xt="forward")
+    # salun's order (zero, backward, clip, step): the reference's first step has no gradient
+    cfg = base_cfg(
+        method="esd",
+        alpha=0.0,
+        seed=6,
+        grad_clip=0.0,
+        esd_eta=eta,
+        esd_xt="forward",
+        esd_update="standard",
+        esd_frozen_mode="eval",
+    )
     got = first_step_grads(monkeypatch, model, forget, retain, cfg)
     assert_grads_close(got, oracle_grads(model, forget, retain, cfg, 0.0, esd_forget, clip=1e9))
 
 
 def test_esd_defaults_are_the_reference_ddpm_esd():
+    # train_esd @ b874ee9: --negative_guidance 7.5, ddim_steps = 50, --cond_scale 2.0, the
+    # step-before-backward order and model_orig never put in eval mode
     cfg = GenUnlearnConfig(method="esd")
-    assert (cfg.esd_eta, cfg.esd_xt, cfg.esd_ddim_steps) == (7.5, "sample", 50)
+    assert (cfg.esd_eta, cfg.esd_xt, cfg.esd_ddim_steps) == (7.5, "reference", 50)
+    assert (cfg.esd_start_guidance, cfg.esd_update, cfg.esd_frozen_mode) == (
+        2.0,
+        "reference",
+        "train",
+    )
     assert resolve_schedule(cfg) == (10000, 1)
     assert resolve_schedule(GenUnlearnConfig(method="salun")) == (1000, 128)
     assert resolve_schedule(GenUnlearnConfig(method="esd", iterations=7, batch_size=3)) == (7, 3)
 
 
-def test_esd_partial_sampling_runs_ddim_to_a_random_step_and_maps_t_into_its_bucket(model):
-    cfg = GenUnlearnConfig(method="esd", esd_ddim_steps=10, esd_start_guidance=3.0)
+def test_esd_ddim_variant_runs_ddim_to_a_random_step_and_maps_t_into_its_bucket(model):
     c = torch.zeros(2, dtype=torch.long)
     seq = timestep_sequence(SCHED.num_steps, 10)
     abar = SCHED.alphas_cumprod
     ts = set()
     for seed in range(12):
         gen = torch.Generator().manual_seed(seed)
-        x_t, t = esd_partial_sample(model, SCHED, c, (1, 8, 8), cfg, gen)
+        x_t, t = esd_ddim_sample(model, SCHED, c, (1, 8, 8), 10, 3.0, gen)
         # oracle: the same draws in the same order
         g = torch.Generator().manual_seed(seed)
         stop = int(torch.randint(0, 10, (1,), generator=g))

@@ -17,6 +17,7 @@ from salun.cli import main
 from salun.errors import ArtifactError, SalunError
 from salun.generation.ddpm.checkpoint import resume_train_state, save_checkpoint
 from salun.generation.ddpm.diffusion import NoiseSchedule, antithetic_timesteps, to_model_range
+from salun.generation.ddpm.esd import esd_target
 from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency, ddpm_saliency_mask
 from salun.generation.ddpm.metrics import frechet_distance, unlearning_accuracy
 from salun.generation.ddpm.model import (
@@ -28,7 +29,6 @@ from salun.generation.ddpm.sampler import SamplerConfig, sample
 from salun.generation.ddpm.train import DDPMTrainConfig, train_ddpm
 from salun.generation.ddpm.unlearn import (
     GenUnlearnConfig,
-    esd_target,
     other_class,
     resolve_alpha,
     rl_forget_loss,
@@ -279,6 +279,16 @@ def test_gen_cli_end_to_end(tmp_path, capsys):
     assert "salun gen mask" in capsys.readouterr().err
     assert run(f"gen unlearn {common} --method nope --out {d}/x") == 2
     assert run(f"gen mask {common} --forget-class 9 --out {d}/x.st") == 2
+    # ESD records the reference behaviours it ran with; the pre-#24 name is refused
+    esd = "--method esd --iterations 1 --batch-size 1 --esd-ddim-steps 4"
+    assert run(f"gen unlearn {common} {esd} --out {d}/esd") == 0
+    u = json.loads((d / "esd" / "model.json").read_text())["unlearn"]
+    got = (u["esd_xt"], u["esd_update"], u["esd_frozen_mode"], u["esd_start_guidance"])
+    assert got == ("reference", "reference", "train", 2.0)
+    capsys.readouterr()
+    assert run(f"gen unlearn {common} --method esd --esd-xt sample --out {d}/x") == 2
+    err = capsys.readouterr().err
+    assert "'ddim'" in err and len(err.strip().splitlines()) == 1 and not (d / "x").exists()
 
 
 def test_generation_imports_without_diffusers():

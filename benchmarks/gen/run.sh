@@ -110,7 +110,8 @@ unlearn salun-random-mask salun "$R/mask-random.safetensors"
 unlearn rl rl ""
 unlearn ga ga ""
 # the preset's 1 000 x 64 schedule is SalUn's; ESD takes the reference's 10 000 x 1 (its
-# partial sampling runs up to 50 guided DDIM steps per iteration, so batch 64 would be ~50x)
+# default, the reference's partial sampler, runs up to 50 guided steps per iteration, so
+# batch 64 would cost ~50x)
 unlearn esd esd "" --iterations 10000 --batch-size 1
 step "retrain"
 "$SALUN" gen unlearn --config "$C" "${DEV[@]}" --model "$R/original" --method retrain --out "$R/retrain"

@@ -15,12 +15,15 @@ Forget terms (x_t = √ᾱ_t·x_f + √(1−ᾱ_t)·ε with fresh ε and antithe
   in the reference (``ga_reduction="sum"``; ``"mean"`` divides the ascent term by C·H·W, so
   it pulls 1/(C·H·W) as hard against the retain term).
 - ``esd``: ‖ε_θ(x_t, c) − [ε*(x_t, ∅) − η·(ε*(x_t, c) − ε*(x_t, ∅))]‖² with ε* a frozen copy
-  of the original model (no gradient reaches it). Defaults are the reference's removed DDPM
-  ESD: η = 7.5, 10 000 iterations at batch 1, and x_t from **partial sampling**
-  (``esd_xt="sample"``: DDIM from pure noise with the model being trained, under guidance
-  ``esd_start_guidance``, down to a random step of an ``esd_ddim_steps`` grid, mapped to a DDPM
-  timestep inside that step's bucket). ``esd_xt="forward"`` instead noises the forget images
-  with the forward process (much cheaper on CPU; the same target).
+  of the original model (no gradient reaches it; :mod:`salun.generation.ddpm.esd`). Defaults
+  are what the removed DDPM ESD of the SalUn code did at run time (OPTML-Group/
+  Unlearn-Saliency @ b874ee9, ``DDPM/runners/diffusion.py``, ``train_esd``): η = 7.5,
+  10 000 iterations at batch 1, its partial sampler (``esd_xt="reference"``, guidance 2),
+  the frozen copy in train mode (``esd_frozen_mode="train"``) and its update order
+  (``esd_update="reference"``: the optimiser steps on the running sum of all earlier clipped
+  gradients, then this iteration's gradient is added; never zeroed). ``esd_xt="ddim"``,
+  ``"eval"`` and ``"standard"`` are salun's own variant, which the records made before
+  issue #24 ran (with ``esd_xt: sample``, its old name, and guidance 3).
 - Retrain and the random-mask ablation live elsewhere: Retrain is :func:`train_ddpm` on D_r;
   the ablation is ``salun`` with :func:`salun.saliency.random_mask`.
 
@@ -52,16 +55,10 @@ from salun.generation.ddpm.diffusion import (
     drop_labels,
     noisy_batch,
 )
+from salun.generation.ddpm.esd import ESD_XT, esd_loss, esd_noisy_input
 from salun.generation.ddpm.model import Denoiser
-from salun.generation.ddpm.sampler import guided_eps, timestep_sequence
 from salun.generation.ddpm.unlearn_state import UnlearnResume, UnlearnRun, empty_sums
-from salun.generation.objectives import (
-    ascent,
-    forget_to_other_condition,
-    negative_guidance,
-    squared_error,
-    with_retain,
-)
+from salun.generation.objectives import ascent, forget_to_other_condition, with_retain
 from salun.masking import MaskedUpdate
 from salun.train import check_finite
 from salun.utils import clone_model, progress, seeded_global_rng
@@ -89,10 +86,19 @@ class GenUnlearnConfig:
         ga_reduction: GA's forget loss summed over pixels (``sum``, the reference) or
             averaged over every element (``mean``).
         esd_eta: ESD's negative-guidance strength η (reference DDPM ESD: 7.5).
-        esd_xt: where ESD's x_t comes from: ``sample`` (partial DDIM sampling with the model
-            being trained, the reference) or ``forward`` (forward process on D_f).
-        esd_ddim_steps: ESD's partial-sampling grid (reference ESD: 50 DDIM steps).
-        esd_start_guidance: CFG weight w of ESD's partial sampling (reference ESD: 3).
+        esd_xt: where ESD's x_t comes from: ``reference`` (the reference's partial sampler:
+            noise denoised on the one-step grid t_enc−1..0, η 1), ``ddim`` (salun's: DDIM
+            η 0 on the ``esd_ddim_steps`` grid to a random step; named ``sample`` before
+            issue #24) or ``forward`` (forward process on D_f).
+        esd_ddim_steps: K, ESD's t_enc range 0..K and timestep buckets of T/K (reference:
+            50); ``ddim`` also samples on this grid.
+        esd_start_guidance: CFG weight w, (1+w)·cond − w·uncond, of ESD's partial sampling
+            (reference: ``--cond_scale`` 2; the pre-#24 records used 3).
+        esd_update: ``reference`` (optimiser step on the gradients accumulated over all
+            earlier iterations, then this iteration's gradient added, never zeroed) or
+            ``standard`` (zero, backward, clip, step).
+        esd_frozen_mode: mode of ESD's frozen copy: ``train`` (dropout on, the reference)
+            or ``eval``.
         grad_clip: global gradient-norm clip before masking (paper: 1.0); 0 disables.
         mask_mode: ``strict`` (masked weights never move) or ``legacy``.
         flip: random horizontal flips on both streams.
@@ -110,9 +116,11 @@ class GenUnlearnConfig:
     p_uncond: float = 0.1
     ga_reduction: str = "sum"
     esd_eta: float = 7.5
-    esd_xt: str = "sample"
+    esd_xt: str = "reference"
     esd_ddim_steps: int = 50
-    esd_start_guidance: float = 3.0
+    esd_start_guidance: float = 2.0
+    esd_update: str = "reference"
+    esd_frozen_mode: str = "train"
     grad_clip: float = 1.0
     mask_mode: str = "strict"
     flip: bool = True
@@ -136,8 +144,14 @@ class GenUnlearnConfig:
                 raise SalunError(f"{name} must be >= 1, got {v}")
         if self.ga_reduction not in ("mean", "sum"):
             raise SalunError(f"ga_reduction must be mean or sum, got {self.ga_reduction!r}")
-        if self.esd_xt not in ("sample", "forward"):
-            raise SalunError(f"esd_xt must be sample or forward, got {self.esd_xt!r}")
+        if self.esd_xt == "sample":
+            raise SalunError(
+                "esd_xt 'sample' is now called 'ddim' (salun's own partial sampler); "
+                "'reference' is the reference's"
+            )
+        check_choice("esd_xt", self.esd_xt, ESD_XT)
+        check_choice("esd_update", self.esd_update, ("reference", "standard"))
+        check_choice("esd_frozen_mode", self.esd_frozen_mode, ("train", "eval"))
         for name in ("esd_eta", "esd_start_guidance"):
             v = getattr(self, name)
             if not math.isfinite(v):
@@ -150,6 +164,29 @@ class GenUnlearnConfig:
             raise SalunError(f"retain_reduction must be mean or sum, got {self.retain_reduction!r}")
         if self.target_class not in ("next", "random"):
             raise SalunError(f"target_class must be next or random, got {self.target_class!r}")
+
+
+# Values renamed since records were first written (issue #24: salun's sampler was "sample").
+RENAMED_VALUES = {("esd_xt", "sample"): "ddim"}
+# Fields added later, with what a record written before them ran (benchmarks/gen/README.md):
+# ESD from the forward process and a mean GA loss before esd_xt and ga_reduction existed;
+# salun's update order and an eval-mode frozen copy before issue #24.
+ADDED_FIELDS = {
+    "esd_xt": "forward",
+    "ga_reduction": "mean",
+    "esd_update": "standard",
+    "esd_frozen_mode": "eval",
+}
+
+
+def config_of_record(unlearn: dict[str, Any]) -> GenUnlearnConfig:
+    """The config an unlearned folder's ``unlearn`` section ran with, in today's names
+    (older records use old names and lack settings added since; see ADDED_FIELDS)."""
+    settings = {**ADDED_FIELDS, **unlearn}
+    for (name, old), value in RENAMED_VALUES.items():
+        if settings.get(name) == old:
+            settings[name] = value
+    return GenUnlearnConfig(**settings)
 
 
 # The reference's schedule per method: (iterations, batch size).
@@ -183,17 +220,6 @@ def other_class(
     return (c + shift) % num_classes
 
 
-@torch.no_grad()
-def esd_target(
-    frozen: Denoiser, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor, eta: float
-) -> torch.Tensor:
-    """ε*(x_t, ∅) − η·(ε*(x_t, c) − ε*(x_t, ∅)) from the frozen original (no gradient)."""
-    null = torch.full_like(c, frozen.null_class)
-    both = frozen(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, null]))
-    e_c, e_null = both.chunk(2)
-    return negative_guidance(e_c, e_null, eta)
-
-
 def rl_forget_loss(
     model: Denoiser,
     schedule: NoiseSchedule,
@@ -209,61 +235,6 @@ def rl_forget_loss(
     c_other = drop_labels(c_target, cfg.p_uncond, model.null_class, generator)
     c_own = drop_labels(c, cfg.p_uncond, model.null_class, generator)
     return forget_to_other_condition(lambda cond: model(x_t, t, cond), c_own, c_other)
-
-
-@torch.no_grad()
-def esd_partial_sample(
-    model: Denoiser,
-    schedule: NoiseSchedule,
-    c: torch.Tensor,
-    shape: tuple[int, ...],
-    cfg: GenUnlearnConfig,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """ESD's x_t: deterministic DDIM from pure noise with ``model`` under guidance
-    ``esd_start_guidance``, stopped after a random number of the ``esd_ddim_steps`` steps.
-
-    Returns ``(x_t, t)`` where t is a DDPM timestep drawn uniformly inside the bucket of the
-    DDIM step reached (the same mapping as ESD's Stable Diffusion code)."""
-    n_steps = cfg.esd_ddim_steps
-    seq = timestep_sequence(schedule.num_steps, n_steps)  # descending DDPM timesteps
-    stop = int(torch.randint(0, n_steps, (1,), generator=generator))
-    abar = schedule.alphas_cumprod
-    x = torch.randn((len(c), *shape), generator=generator).to(c.device)
-    was_training = model.training
-    model.eval()
-    try:
-        for i in range(stop):  # DDIM (η = 0) steps seq[0] -> ... -> seq[stop]
-            t, t_next = seq[i], seq[i + 1]
-            a_t, a_next = float(abar[t]), float(abar[t_next])
-            tt = torch.full((len(c),), t, device=c.device, dtype=torch.long)
-            eps = guided_eps(model, x, tt, c, cfg.esd_start_guidance)
-            x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-            x = a_next**0.5 * x0 + (1 - a_next) ** 0.5 * eps
-    finally:
-        model.train(was_training)
-    bucket = schedule.num_steps // n_steps
-    # seq[stop] is the bucket's lowest timestep; draw t uniformly inside it
-    low = seq[stop]
-    t = low + int(torch.randint(0, bucket, (1,), generator=generator))
-    return x, torch.full((len(c),), min(t, schedule.num_steps - 1), device=c.device)
-
-
-def esd_forget_loss(
-    model: Denoiser,
-    frozen: Denoiser,
-    schedule: NoiseSchedule,
-    x0: torch.Tensor,
-    c: torch.Tensor,
-    cfg: GenUnlearnConfig,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """ESD's term: MSE(ε_θ(x_t, c), negative-guidance target of the frozen copy)."""
-    if cfg.esd_xt == "sample":
-        x_t, t = esd_partial_sample(model, schedule, c, tuple(x0.shape[1:]), cfg, generator)
-    else:
-        x_t, t, _ = noisy_batch(schedule, x0, generator)
-    return squared_error(model(x_t, t, c), esd_target(frozen, x_t, t, c, cfg.esd_eta))
 
 
 def forget_term(
@@ -284,7 +255,22 @@ def forget_term(
                 net, schedule, xf, cf, generator, p_uncond=cfg.p_uncond, reduction=cfg.ga_reduction
             )
         )
-    return esd_forget_loss(net, frozen, schedule, xf, cf, cfg, generator)
+    x_t, t = esd_noisy_input(
+        net, schedule, xf, cf, cfg.esd_xt, cfg.esd_ddim_steps, cfg.esd_start_guidance, generator
+    )
+    return esd_loss(net, frozen, x_t, t, cf, cfg.esd_eta)
+
+
+def esd_frozen_copy(model: Denoiser, cfg: GenUnlearnConfig, device) -> Denoiser:
+    """ESD's ε*: a copy of the original that no gradient or optimiser reaches, in the mode
+    ``esd_frozen_mode`` says (the reference never called ``eval()`` on it: dropout on)."""
+    frozen = copy.deepcopy(model).to(device).requires_grad_(False)
+    return frozen.train(cfg.esd_frozen_mode == "train")
+
+
+def lags_and_accumulates(cfg: GenUnlearnConfig) -> bool:
+    """Whether this run updates in the reference ESD's order (``esd_update: reference``)."""
+    return cfg.method == "esd" and cfg.esd_update == "reference"
 
 
 @dataclass
@@ -344,9 +330,7 @@ def unlearn_ddpm(
     if alpha > 0 and len(retain) == 0:
         raise SalunError("the retain set is empty but alpha > 0")
     net = clone_model(model).to(device).train()
-    frozen = None
-    if cfg.method == "esd":
-        frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
+    frozen = esd_frozen_copy(model, cfg, device) if cfg.method == "esd" else None
     gen = torch.Generator().manual_seed(cfg.seed)
     streams = {"forget": BatchStream(forget, batch_size, gen, device, flip=cfg.flip)}
     if alpha > 0:
@@ -354,7 +338,7 @@ def unlearn_ddpm(
     opt = torch.optim.Adam(
         net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
     )
-    run = UnlearnRun(net, opt, gen, streams, started=start)
+    run = UnlearnRun(net, opt, gen, streams, started=start, keep_grads=lags_and_accumulates(cfg))
     masked = MaskedUpdate(net, mask, mode=cfg.mask_mode)
     bar = progress(total=iterations, desc=f"gen unlearn {cfg.method}", quiet=quiet)
     # the UNet's dropout draws from torch's global RNG: seeded here (and saved with each
@@ -399,11 +383,14 @@ def _loop(
             loss = with_retain(loss, r_loss, alpha)
             r_val = r_loss.item()
         check_finite(loss, f"{cfg.method} unlearning step {run.step + 1}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:  # clip the full gradient first, then mask (pitfall 12)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        masked.step(opt)
+        if run.keep_grads:
+            step_then_accumulate(net, opt, masked, loss, cfg.grad_clip)
+        else:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:  # clip the full gradient first, then mask (pitfall 12)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            masked.step(opt)
         run.step += 1
         bar.update(1)
         sums = run.sums
@@ -424,3 +411,29 @@ def _loop(
         due = checkpoint_every > 0 and run.step % checkpoint_every == 0 and run.step < iterations
         if checkpoint is not None and due:
             checkpoint(run)
+
+
+def step_then_accumulate(
+    net: Denoiser, opt: torch.optim.Optimizer, masked: MaskedUpdate, loss: torch.Tensor, clip: float
+) -> None:
+    """The reference DDPM ESD's update: clip the gradients left in ``.grad`` by all earlier
+    iterations (in place), step on them, then add this iteration's gradient; ``.grad`` is
+    never zeroed, so the first step moves nothing and the last gradient is never used.
+
+    The reference calls ``loss.backward()`` after ``optimizer.step()``; on a PyTorch that
+    checks in-place changes of saved tensors that raises at the second iteration, so the
+    gradient is taken here before the step, at the weights the forward pass used.
+    """
+    params = [p for p in net.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    if clip > 0 and any(p.grad is not None for p in params):
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    masked.step(opt)  # Adam skips parameters whose .grad is still None (the first step)
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            if g is None:
+                continue
+            if p.grad is None:
+                p.grad = g.detach().clone()
+            else:
+                p.grad.add_(g)

@@ -3,7 +3,8 @@
 A checkpoint is the ``--out`` folder itself, written atomically every ``checkpoint_every``
 steps: the weights so far, ``model.json`` with ``complete: false`` and ``steps_done``, and
 ``unlearn_state.safetensors`` (Adam moments, the batch generator, the torch RNG that draws
-the UNet's dropout, each batch stream's permutation and position). Resuming from it gives
+the UNet's dropout, each batch stream's permutation and position, and, for ESD's
+``esd_update: reference``, the running gradient sum its next step uses). Resuming from it gives
 the same weights, bit for bit, as the run that was never stopped (tested with SIGKILL).
 """
 
@@ -43,6 +44,7 @@ class UnlearnRun:
     sums: dict[str, float] = field(default_factory=empty_sums)  # the open 50-step window
     seconds_before: float = 0.0  # spent in the sessions before this one
     started: float = field(default_factory=time.perf_counter)  # this session's start
+    keep_grads: bool = False  # .grad carries over between steps (ESD's reference update)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {
@@ -55,6 +57,10 @@ class UnlearnRun:
             out["rng.cuda"] = torch.cuda.get_rng_state(device)
         for name, stream in self.streams.items():
             out.update({f"stream.{name}.{k}": v for k, v in stream.state_dict().items()})
+        if self.keep_grads:
+            for name, p in self.model.named_parameters():
+                if p.grad is not None:
+                    out[f"grad.{name}"] = p.grad.detach().to("cpu", copy=True).contiguous()
         return {**out, **optimizer_tensors(self.model, self.optimizer)}
 
     def progress(self) -> dict[str, Any]:
@@ -84,6 +90,10 @@ class UnlearnRun:
                 {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             )
         load_optimizer_tensors(self.model, self.optimizer, tensors)
+        if self.keep_grads:
+            for name, p in self.model.named_parameters():
+                g = tensors.get(f"grad.{name}")
+                p.grad = None if g is None else g.to(p.device).clone()
         self.history = list(progress.get("history", []))
         self.sums = dict(progress.get("window") or empty_sums())
         self.seconds_before = float(progress.get("seconds", 0.0))
