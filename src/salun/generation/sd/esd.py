@@ -52,7 +52,8 @@ class ESDConfig(SDTrainConfig):
         ddim_steps: DDIM steps of the partial sampling (reference: 50).
         resolution: image side of the sampled latents (SD v1: 512, the reference's 64×64
             latents); ``salun sd unlearn`` sets it from the run's ``--resolution``.
-        frozen_dtype: dtype of the frozen copy (float16 saves GPU memory).
+        frozen_dtype: dtype of the frozen copy (reference: float32; float16 saves GPU
+            memory).
     """
 
     params: str = "xattn"
