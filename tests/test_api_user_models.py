@@ -275,11 +275,14 @@ def test_normalize_reaches_the_model_in_training_and_evaluation(sets):
     spy = Spy()
     SEEN.clear()
     salun.evaluate(spy, f, r, t, normalize=(mean, std))
-    # evaluation batches the forget set first, in order
-    assert torch.equal(SEEN[0], (f.images.float() / 255 - m) / s)
+    # after the class-count probe (one image), evaluation batches the forget set, in order
+    assert torch.equal(SEEN[0], (f.images[:1].float() / 255 - m) / s)
+    assert torch.equal(SEEN[1], (f.images.float() / 255 - m) / s)
     SEEN.clear()
     salun.unlearn(spy, f, r, "ft", normalize=(mean, std), epochs=1, batch_size=8, quiet=True)
-    assert len(SEEN) == 1 + 3  # the class-count probe + 3 retain batches of one epoch
+    # the class-count probe, the input check on the retain set, 3 retain batches of one epoch
+    assert len(SEEN) == 1 + 1 + 3
+    assert torch.equal(SEEN[1], (r.images.float() / 255 - m) / s)
     for x in SEEN:
         back = x * s + m
         assert back.min() >= -1e-6 and back.max() <= 1 + 1e-6
@@ -502,3 +505,39 @@ def test_streaming_reads_with_workers_and_refuses_methods_that_need_memory(sets)
         salun.unlearn(model, fd, rd, "iu", stream=True)
     with pytest.raises(SalunError, match="regime='joint' cannot stream"):
         salun.unlearn(model, fd, rd, "rl", regime="joint", stream=True)
+
+
+class Passes(torch.utils.data.IterableDataset):
+    """An iterable dataset: samples in its own order, no indices, no length."""
+
+    def __init__(self, data: ImageDataset, short_after_first: bool = False):
+        self.data, self.short, self.passes = data, short_after_first, 0
+
+    def __iter__(self):
+        self.passes += 1
+        n = len(self.data) - (1 if self.short and self.passes > 2 else 0)
+        for i in range(n):
+            yield self.data.images[i].float() / 255, int(self.data.labels[i])
+
+
+def test_an_iterable_dataset_streams_for_methods_that_only_pass_over_the_data(sets):
+    f, r, _ = sets
+    model = user_model()
+    # FT with one batch per pass: each epoch is one SGD step on the whole retain set in the
+    # iterable's order; the same two steps done here with torch's SGD
+    out = salun.unlearn(model, Passes(f), Passes(r), "ft", stream=True, epochs=2,
+                        batch_size=len(r), lr=0.05, quiet=True)  # fmt: skip
+    ref = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    x = r.images.float() / 255
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(ref(x), r.labels).backward()
+        opt.step()
+    got, want = out.model.state_dict(), ref.state_dict()
+    assert all(torch.allclose(got[k].float(), want[k].float(), atol=1e-6) for k in want)
+    with pytest.raises(SalunError, match="ssd needs D_f and D_r in memory"):
+        salun.unlearn(model, Passes(f), Passes(r), "ssd", stream=True, quiet=True)
+    with pytest.raises(SalunError, match="must give the same samples on every pass"):
+        salun.unlearn(model, Passes(f), Passes(r, short_after_first=True), "ft", stream=True,
+                      epochs=3, batch_size=len(r), quiet=True)  # fmt: skip

@@ -1,7 +1,7 @@
 __version__ = "0.1.0"
 
 # The one-call API (docs/your-model.md), imported on first use so `import salun` stays light.
-_API = ("unlearn", "evaluate", "UnlearnResult")
+_API = ("unlearn", "evaluate", "UnlearnResult", "tune", "TuneResult", "split_by_ids")
 
 
 def __getattr__(name: str):

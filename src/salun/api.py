@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,7 @@ from salun.errors import SalunError
 from salun.metrics.gap import avg_gap, gaps
 from salun.metrics.mia import FEATURES
 from salun.models.adapter import adapt_model, infer_num_classes, strip_adapter
-from salun.utils import clone_model, model_device, resolve_device, seed_everything
+from salun.utils import _silenced, clone_model, model_device, resolve_device, seed_everything
 
 Normalize = tuple[Sequence[float], Sequence[float]]
 
@@ -44,6 +45,13 @@ class UnlearnResult:
         config: the method's settings as a dict (for Retrain: the recipe, or the
             training function's name).
         num_classes: the classes K the method used.
+        cost: the run's cost estimated before it ran (:mod:`salun.cost`):
+            ``example_passes`` and ``train_epochs``, that cost in epochs of training on
+            D_f ∪ D_r.
+        warnings: the reasons of the checks that warned (docs/your-model.md, "What salun
+            checks before it runs"); empty when none did.
+        tuning: with ``lr="auto"``, the :class:`~salun.tune.TuneResult` that chose the
+            learning rate (its ``table`` says what was tried and why this one).
     """
 
     model: nn.Module
@@ -51,6 +59,9 @@ class UnlearnResult:
     method: str
     config: dict[str, Any] = field(default_factory=dict)
     num_classes: int = 0
+    cost: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    tuning: Any = None
 
 
 def unlearn(
@@ -70,6 +81,7 @@ def unlearn(
     recipe: Mapping[str, Any] | Any | None = None,
     stream: bool = False,
     num_workers: int | None = None,
+    test: Any = None,
     **settings: Any,
 ) -> UnlearnResult:
     """Unlearn ``forget`` from ``model`` with ``method``; the input model is left untouched.
@@ -98,15 +110,53 @@ def unlearn(
             methods in :data:`STREAMING_METHODS` only).
         num_workers: ``DataLoader`` workers when streaming (default: a DataLoader's own,
             else 0).
+        test: held-out data of the same classes (optional): checks that the model fits
+            ``forget`` better than unseen data (a warning otherwise), and is what
+            ``lr="auto"`` tunes against.
         **settings: the method's settings (``salun unlearn --method NAME --help`` lists
             them), e.g. ``epochs=5, lr=0.01``; for Retrain: ``epochs``/``lr``/``seed``
-            overrides of the recipe.
+            overrides of the recipe. ``lr="auto"`` picks the learning rate with
+            :func:`salun.tune` (needs ``test``) and runs with it.
+
+    Raises:
+        SalunError: for every user error, before any work: grad disabled by
+            ``torch.inference_mode``, every parameter frozen, forget and retain sharing an
+            example, a label the model has no logit for, a bad setting (see
+            docs/your-model.md). Suspicious inputs only warn (:class:`salun.guards.InputWarning`).
     """
-    from salun.methods import UnlearnContext, make_config, run_method
+    from salun.guards import check_grad_mode
 
     _check_model(model)
+    check_grad_mode()
+    if settings.get("lr") == "auto":  # the learning rate found without a Retrain (salun.tune)
+        return _auto_lr(
+            model, forget, retain, method, test=test, mask=mask, normalize=normalize,
+            num_classes=num_classes, device=device, flip=flip, quiet=quiet, stream=stream,
+            num_workers=num_workers, retrain_fn=retrain_fn, model_factory=model_factory,
+            recipe=recipe, settings=settings,
+        )  # fmt: skip
+    # inside torch.no_grad() the methods still need gradients: salun enables them for its
+    # own work only (the caller's grad mode is back when unlearn returns)
+    with torch.enable_grad():
+        return _unlearn(
+            model, forget, retain, method, test=test, mask=mask, normalize=normalize,
+            num_classes=num_classes, device=device, flip=flip, quiet=quiet,
+            retrain_fn=retrain_fn, model_factory=model_factory, recipe=recipe, stream=stream,
+            num_workers=num_workers, settings=settings,
+        )  # fmt: skip
+
+
+def _unlearn(
+    model, forget, retain, method, *, test, mask, normalize, num_classes, device, flip, quiet,
+    retrain_fn, model_factory, recipe, stream, num_workers, settings,
+) -> UnlearnResult:  # fmt: skip
+    from salun import guards
+    from salun.cost import describe, estimate
+    from salun.methods import UnlearnContext, make_config, run_method
+
     dev = resolve_device(device)
     cfg = make_config(method, settings)  # unknown settings fail before data is read
+    guards.check_disjoint(forget, retain)  # by index, before anything is read
     if method == "retrain":
         return _retrain(
             model,
@@ -126,16 +176,56 @@ def unlearn(
         raise SalunError(
             f"retrain_fn, model_factory and recipe are for method='retrain', not {method!r}"
         )
+    guards.check_trainable(model, method)
     sets = {"forget": forget, "retain": retain}
+    if test is not None:
+        sets["test"] = test
     if stream:
         _check_streamable(method, cfg)
-    f, r = _prepare(sets, stream, num_workers)
+    f, r, *t = _prepare(sets, stream, num_workers)
+    guards.check_disjoint(forget, retain, f, r)  # by content, in memory
     work = adapt_model(clone_model(model), normalize)
     k = _num_classes(work, _first_image(f), num_classes, f, r)
     mask = _load_mask(mask, model)
+    wdev = model_device(work)
+    notes = guards.check_inputs_fit(work, r, k, wdev)
+    if t:
+        note = guards.check_forget_was_trained(work, f, t[0], wdev)
+        notes += [note] if note else []
+    cost = estimate(method, cfg, len(f), len(r))
+    if cost["train_epochs"] >= 1 and not _silenced(quiet):  # worth knowing before it runs
+        print(f"salun: {describe(method, cost)}", file=sys.stderr)
     ctx = UnlearnContext(num_classes=k, device=dev, flip=flip, quiet=quiet)
     res = run_method(method, work, f, r, cfg, ctx, mask=mask)
-    return UnlearnResult(strip_adapter(res.model), res.seconds, method, asdict(cfg), k)
+    out = UnlearnResult(strip_adapter(res.model), res.seconds, method, asdict(cfg), k)
+    out.cost, out.warnings = cost, notes
+    return out
+
+
+def _auto_lr(model, forget, retain, method, *, test, settings, **kw) -> UnlearnResult:
+    """``lr="auto"``: :func:`salun.tune` picks the learning rate; its pick's result is
+    returned with the tuning attached (``.tuning``)."""
+    from salun.tune import tune
+
+    if test is None:
+        raise SalunError(
+            'lr="auto" needs test=: held-out data of the same classes, which the learning '
+            "rate is picked against (docs/your-model.md, Settings without a Retrain)"
+        )
+    if method == "retrain":
+        raise SalunError('lr="auto" tunes an unlearning method; retrain has nothing to tune')
+    unused = [k for k in ("mask", "retrain_fn", "model_factory", "recipe") if kw[k] is not None]
+    if unused or kw["stream"]:
+        raise SalunError(f'lr="auto" reads the sets in memory and takes no {unused or "stream"}')
+    rest = {k: v for k, v in settings.items() if k != "lr"}
+    res = tune(
+        model, forget, retain, test, method, normalize=kw["normalize"],
+        num_classes=kw["num_classes"], device=kw["device"], quiet=kw["quiet"], **rest,
+    )  # fmt: skip
+    if res.field != "lr":
+        raise SalunError(f"{method} has no learning rate to tune (it searches {res.field})")
+    res.best.tuning = res
+    return res.best
 
 
 def evaluate(
@@ -213,7 +303,7 @@ def _prepare(sets: dict[str, Any], stream: bool, num_workers: int | None) -> lis
     """The sets in memory (one dtype, one shape), or each as a :class:`StreamedImages`."""
     if not stream:
         return _materialise(sets)
-    from salun.data.streaming import StreamedImages
+    from salun.data.streaming import StreamedImages, StreamedIterable
 
     out = []
     for name, data in sets.items():
@@ -228,6 +318,9 @@ def _prepare(sets: dict[str, Any], stream: bool, num_workers: int | None) -> lis
             data = data.dataset
         if not isinstance(data, torch.utils.data.Dataset):
             raise SalunError(f"{name}: streaming needs a torch Dataset or DataLoader")
+        if isinstance(data, torch.utils.data.IterableDataset):  # passes in its own order
+            out.append(StreamedIterable(data, name, num_workers=workers or 0))
+            continue
         out.append(StreamedImages(data, name, num_workers=workers or 0))
     shapes = {k: tuple(_first_image(d).shape[1:]) for k, d in zip(sets, out)}
     if len(set(shapes.values())) > 1:
@@ -258,9 +351,14 @@ def _num_classes(work: nn.Module, first: torch.Tensor, given: int | None, *sets)
         if given > k:
             raise SalunError(f"num_classes={given} but the model outputs only {k} logits")
         k = given
-    top = max(int(d.labels.max()) for d in sets if len(d))
-    if top >= k:
-        raise SalunError(f"a label is {top} but the model has {k} classes (0..{k - 1})")
+    names = ("forget", "retain", "test")
+    for name, d in zip(names, sets):
+        top = int(d.labels.max()) if len(d) else -1
+        if top >= k:
+            raise SalunError(
+                f"{name}: a label is {top} but the model has {k} classes (0..{k - 1}); "
+                "labels are class indices the model has a logit for"
+            )
     return k
 
 
@@ -283,6 +381,9 @@ def _evaluate_sets(model, sets, seed, normalize, dev, features) -> dict[str, Any
     _check_model(model)
     work = adapt_model(clone_model(model), normalize).to(dev)
     f, r, t = sets
+    # a label the model has no logit for: one clear error, not an IndexError in the MIA
+    with torch.no_grad():
+        _num_classes(work, _first_image(f), None, f, r, t)
     return evaluate_sets(work, f, r, t, int(seed), device=dev, mia_features=features)
 
 
@@ -360,4 +461,16 @@ def _check_fresh(obj: Any, original: nn.Module, what: str) -> None:
         raise SalunError(f"{what} returned the input model itself; it must build a new one")
 
 
-__all__ = ["STREAMING_METHODS", "UnlearnResult", "evaluate", "unlearn"]
+# the deletion-request helper and the Retrain-free tuner, beside the two calls
+from salun.data.forget_ids import split_by_ids  # noqa: E402
+from salun.tune import TuneResult, tune  # noqa: E402
+
+__all__ = [
+    "STREAMING_METHODS",
+    "TuneResult",
+    "UnlearnResult",
+    "evaluate",
+    "split_by_ids",
+    "tune",
+    "unlearn",
+]

@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("salun.generation.ddpm.cli", "add_gen_subcommands"),
         ("salun.generation.sd.cli", "add_sd_subcommands"),
         ("salun.audit_cli", "add_audit_subcommands"),
+        ("salun.tune_cli", "add_tune_subcommands"),  # salun tune (docs/your-model.md)
     ):
         _add_optional(sub, module, fn)
     _name_presets(sub)

@@ -169,3 +169,43 @@ class UnlearnOptions:
     mask: str | None = None
     out: str | None = None
     no_eval: bool = False
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """``salun tune`` (docs/your-model.md, "Settings without a Retrain").
+
+    Attributes:
+        model: the original model folder
+        forget: split file
+        method: method name (see `salun methods`)
+        grid: a value to try; repeat for several (default: the method's lr_grid, or five
+            log-spaced values around its default)
+        retrain: a Retrain model folder: tune against it (smallest Avg. Gap) instead of
+            the Retrain-free target
+        set: a method setting KEY=VALUE, e.g. --set epochs=5; repeat for several
+        seed: the method's seed, the MIA's subsample and the test halves (default: 0)
+        out: the report to write (JSON: every value tried, its metrics, the pick and why)
+    """
+
+    model: str | None = option(required=True)
+    forget: str | None = option(required=True)
+    method: str = "salun"
+    grid: tuple[float, ...] | None = option(None, append=True)
+    retrain: str | None = None
+    set: tuple[str, ...] | None = option(None, append=True)
+    seed: int = 0
+    out: str | None = option(required=True)
+
+
+@dataclass(frozen=True)
+class PluginOption:
+    """``--plugin MODULE`` of ``salun unlearn | methods | bench`` (docs/plugins.md).
+
+    Attributes:
+        plugin: a module of your own that registers methods, e.g. my_pkg.my_methods;
+            repeat for several (installed packages' salun.methods entry points load
+            without it)
+    """
+
+    plugin: tuple[str, ...] | None = option(None, append=True, metavar="MODULE")

@@ -78,3 +78,71 @@ class StreamedImages:
             return check_labels(targets, self._n, self.name, 0)
         chunks = list(torch.arange(self._n).split(256))
         return torch.cat([y for _, y in self.stream(chunks)])
+
+
+class StreamedIterable:
+    """An ``IterableDataset`` (``(image, label)`` samples, images in [0, 1]) as a salun data
+    set, for the methods that only pass over their data (docs/your-model.md, "Data that
+    does not fit").
+
+    An iterable has no indices, so salun cannot draw the sample order: every pass reads
+    the dataset from its start, in the order it yields (shuffle inside your dataset if the
+    method should see a new order each epoch), cut into the method's batch sizes. One
+    counting pass at the start reads the labels (one int64 per sample) and the length.
+    The dataset must yield the same samples on every pass.
+
+    Args:
+        dataset: a ``torch.utils.data.IterableDataset``.
+        name: how messages call it.
+        num_workers: ``DataLoader`` worker processes (the dataset must split its work
+            between them itself, as torch requires of an iterable with workers).
+    """
+
+    def __init__(self, dataset, name: str = "data", *, num_workers: int = 0):
+        self.dataset, self.name, self.num_workers = dataset, name, num_workers
+        self.labels = torch.cat([y for _, y in self._batches(256)])
+        self._n = len(self.labels)
+        if self._n == 0:
+            raise SalunError(f"{name} is empty: it holds no samples")
+
+    def __len__(self) -> int:
+        return self._n
+
+    images = StreamedImages.images
+
+    def _batches(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(self.dataset, batch_size=size, num_workers=self.num_workers)
+        for i, batch in enumerate(loader):
+            x, y = split_batch(batch, self.name, i)
+            x = check_images(x, self.name, i)
+            yield x, check_labels(y, len(x), self.name, i)
+
+    def stream(self, chunks: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass from the start, cut into batches of the chunks' sizes (their indices
+        are not used: an iterable has none)."""
+        if not chunks:
+            return
+        sizes = [len(c) for c in chunks]
+        pending_x: list[torch.Tensor] = []
+        pending_y: list[torch.Tensor] = []
+        have = 0
+        for x, y in self._batches(256):
+            pending_x.append(x)
+            pending_y.append(y)
+            have += len(y)
+            while sizes and have >= sizes[0]:
+                xs, ys = torch.cat(pending_x), torch.cat(pending_y)
+                k = sizes.pop(0)
+                yield xs[:k], ys[:k]
+                pending_x, pending_y, have = [xs[k:]], [ys[k:]], have - k
+            if not sizes:
+                return
+        if sizes:
+            raise SalunError(
+                f"{self.name} yielded fewer samples than on its first pass ({self._n}): an "
+                "iterable dataset must give the same samples on every pass"
+            )
+
+    def first_image(self) -> torch.Tensor:
+        """A one-image batch (the class-count probe)."""
+        return next(self.stream([torch.arange(1)]))[0]
