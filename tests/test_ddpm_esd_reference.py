@@ -218,3 +218,18 @@ def test_frozen_copy_is_the_original_at_step_3_in_the_mode_the_switch_says(monke
     )
     unlearn_ddpm(original, forget, retain, cfg, quiet=True)
     assert len(seen) == 4
+
+
+@pytest.mark.parametrize("how, training", [("reference", True), ("ddim", False)])
+def test_partial_sampler_runs_the_trained_model_in_the_mode_its_variant_says(model, how, training):
+    """The reference's loop calls model.train() and samples with it (dropout on); salun's
+    ddim variant samples in eval mode."""
+    net = copy.deepcopy(model).train()
+    modes = []
+    net.register_forward_pre_hook(lambda m, args: modes.append(m.training))
+    c = torch.zeros(1, dtype=torch.long)
+    for seed in range(10):
+        gen = torch.Generator().manual_seed(seed)
+        esd_noisy_input(net, SCHED, torch.zeros(1, 1, 8, 8), c, how, 5, 2.0, gen)
+    assert modes and set(modes) == {training}
+    assert net.training  # and it is left as it was
