@@ -17,6 +17,7 @@ from salun.cli_options import (
     EvaluateOptions,
     HelpOption,
     MaskOptions,
+    PluginOption,
     RunOptions,
     SplitOptions,
     ThreadsOption,
@@ -123,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_overwrite_flag(p)
     add_options(p, DataOption)
     add_options(p, HelpOption)
+    add_options(p, PluginOption)  # methods of the user's own modules (docs/plugins.md)
     _common(p)
     p.set_defaults(handler=cmd_unlearn, parser=p)
 
     p = sub.add_parser("methods", help="list the unlearning methods")
+    add_options(p, PluginOption)
     p.set_defaults(handler=cmd_methods)
 
     for module, fn in (
@@ -280,8 +283,10 @@ def method_parser(name: str) -> OneLineParser:
 
 def cmd_unlearn(args) -> None:
     from salun.methods import get_method, make_config
+    from salun.methods.plugins import load_plugins
     from salun.workflows import unlearn_model_folder
 
+    load_plugins(args.plugin or ())  # before the method is looked up
     spec = get_method(args.method)
     mp = method_parser(spec.name)
     if args.help:
@@ -324,10 +329,14 @@ def cmd_unlearn(args) -> None:
 
 def cmd_methods(args) -> None:
     from salun.methods import get_method, list_methods
+    from salun.methods.plugins import load_plugins, plugin_record
 
+    load_plugins(args.plugin or ())
     for name in list_methods():
         spec = get_method(name)
-        print(f"{name:12s} {spec.summary}  [{_default_step(spec.config())}]")
+        origin = plugin_record(name)
+        where = f"  (plugin {origin['module']} {origin['version']})" if origin else ""
+        print(f"{name:12s} {spec.summary}  [{_default_step(spec.config())}]{where}")
 
 
 def _default_step(cfg) -> str:

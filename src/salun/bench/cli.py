@@ -16,6 +16,7 @@ from salun.bench.cli_options import BenchTarget, ReportTarget
 from salun.bench.config import BenchConfig, load_config
 from salun.bench.presets import load_preset
 from salun.bench.runner import BenchOptions, run_bench
+from salun.cli_options import PluginOption
 from salun.config_cli import add_options, options_from_args
 from salun.errors import SalunError
 from salun.outputs import add_overwrite_flag
@@ -37,6 +38,7 @@ def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
     add_options(p, BenchTarget)  # --preset | --config, --out, --no-report
     # --executor, --ray-address, --device, --quiet, --cpus-per-run, --gpus-per-run, --threads
     add_options(p, BenchOptions, skip=("command", "report"))
+    add_options(p, PluginOption)  # --plugin MODULE (docs/plugins.md)
     p.set_defaults(handler=cmd_bench)
 
     r = subparsers.add_parser(
@@ -54,6 +56,8 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["salun", "bench"]
     parts += ["--preset", args.preset] if args.preset else ["--config", args.config]
     parts += ["--out", args.out]
+    for module in getattr(args, "plugin", None) or ():
+        parts += ["--plugin", module]
     if args.executor != "local":
         parts += ["--executor", args.executor]
     if args.ray_address:
@@ -85,6 +89,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_positive("--cpus-per-run", args.cpus_per_run)
     if args.gpus_per_run is not None:
         check_nonnegative("--gpus-per-run", args.gpus_per_run)
+    from salun.methods.plugins import load_plugins
+
+    load_plugins(args.plugin or ())  # before the config names their methods
     cfg = _config(args)
     options = options_from_args(
         args, BenchOptions, command=command_line(args), report=not args.no_report

@@ -15,6 +15,7 @@ Example (``configs/ci.yaml`` is a complete one)::
     methods:
       rl: {epochs: 3, lr_grid: [0.01, 0.03]}          # flat: the method's config overrides
       salun_legacy: {method: salun, mask_mode: legacy}  # a second label for one method
+    plugins: [my_pkg.my_methods]   # modules registering methods of your own (docs/plugins.md)
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ class BenchConfig:
         grid_extend: how many values the ``tuned`` search may add beyond an end of a
             method's grid, one at a time, while the best value sits at that end (the
             next log step beyond it); 0: the grid is searched as given.
+        plugins: modules of the user's own methods, imported before ``methods`` is read
+            (docs/plugins.md).
     """
 
     name: str
@@ -147,6 +150,7 @@ class BenchConfig:
     description: str = ""
     audit: AuditColumn | None = None
     grid_extend: int = 0
+    plugins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # the whole config is checked here, before anything trains (grids: parse_methods)
@@ -193,6 +197,8 @@ class BenchConfig:
             d["audit"] = audit_hash_dict(d["audit"])
         if d["grid_extend"] == 0:  # and of before grid extension
             del d["grid_extend"]
+        if not d["plugins"]:  # and of before plugins
+            del d["plugins"]
         return stable_hash(d)
 
     def scenario(self, name: str) -> Scenario:
@@ -356,6 +362,7 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
         raise SalunError(f"{source}: val_fraction must lie in [0, 1), got {val}")
     text = {k: _text(raw, k, source) for k in ("name", "dataset", "arch", "description")}
     protocols, tune_seeds = parse_protocol(raw, seeds, source)
+    plugins = parse_plugins(raw.get("plugins"), source)  # before methods: they name theirs
     mia = raw.get("mia_features", list(FEATURES))
     if isinstance(mia, str):
         mia = [mia]
@@ -379,6 +386,7 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
         tune_seeds=tune_seeds,
         mia_features=tuple(mia),
         grid_extend=raw.get("grid_extend", 0),
+        plugins=plugins,
         description=text["description"] or "",
         audit=(
             None
@@ -386,6 +394,19 @@ def parse_config(raw: Any, source: str = "config") -> BenchConfig:
             else parse_audit_column(raw["audit"], scenarios, source)
         ),
     )
+
+
+def parse_plugins(value: Any, source: str) -> tuple[str, ...]:
+    """``plugins: [my_pkg.my_methods, ...]``: each module is imported (and checked) now."""
+    from salun.methods.plugins import load_plugins
+
+    if value is None:
+        return ()
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise SalunError(f"{source}: plugins must be a list of module names, got {value!r}")
+    load_plugins(value)
+    return tuple(value)
 
 
 def _number(value: Any, what: str) -> float:
@@ -488,6 +509,8 @@ def load_config(path: str | Path) -> BenchConfig:
 def config_from_dict(d: Mapping[str, Any]) -> BenchConfig:
     """Rebuild a :class:`BenchConfig` from ``dataclasses.asdict`` output (``bench.json``)."""
     d = dict(d)
+    # the modules' names only: a report of a folder needs no plugin code
+    d["plugins"] = tuple(d.get("plugins", ()))
     if "protocols" not in d:  # a bench.json of before the protocols: the legacy keys
         legacy = {k: d.pop(k) for k in ("tune_lr", "tune_seed") if k in d}
         d["protocols"], d["tune_seeds"] = parse_protocol(legacy, list(d["seeds"]), "bench.json")

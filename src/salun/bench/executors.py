@@ -7,11 +7,18 @@ here; the driver still writes every record, so the store has a single writer.
 Connecting to a cluster is bounded: ``ray.init`` itself retries an unreachable address for
 many minutes, so the address is first probed with a plain TCP connect (a few seconds), and
 the whole connection gets :data:`RAY_CONNECT_TIMEOUT_S`; either failure is one clear error.
+Ray ≥ 2.59 clusters started with ``ray start`` want a token by default; Ray reads it from
+its own places (``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names, or
+``~/.ray/auth_token``), and a refused connection says so (:func:`token_hint`).
+
+Methods of the user's own modules (docs/plugins.md) are imported by each Ray worker before
+its task runs (:func:`execute_with_plugins`); the local executor shares the driver's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import threading
@@ -21,6 +28,7 @@ from typing import Any, Protocol
 from salun.bench.plan import Task
 from salun.bench.tasks import execute
 from salun.errors import SalunError
+from salun.methods.plugins import load_in_worker, loaded_plugins
 
 OnDone = Callable[[Task, dict[str, Any]], None]
 EXECUTORS = ("local", "ray")
@@ -94,7 +102,12 @@ class RayExecutor:
                     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as e:
                         raise SalunError(
                             f"cannot connect to the Ray cluster at {address}: "
-                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                            f"{_first_line(e)}; {token_hint()}"
+                        ) from None
+                    except _auth_error(ray) as e:
+                        raise SalunError(
+                            f"the Ray cluster at {address} refused the connection: "
+                            f"{e.message}; {token_hint()}"
                         ) from None
             else:
                 # "local": a new instance, whatever Ray finds lying around (a stale
@@ -103,11 +116,16 @@ class RayExecutor:
                 self._started = True
         self.address = address
         self.cpus_per_run, self.gpus_per_run = cpus_per_run, gpus_per_run
-        self._remote = ray.remote(execute).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run)
+        self._remote = ray.remote(execute_with_plugins).options(
+            num_cpus=cpus_per_run, num_gpus=gpus_per_run
+        )
 
     def run(self, tasks: Sequence[Task], on_done: OnDone) -> None:
         ray = self._ray
-        pending = {self._remote.remote(t): t for t in tasks}
+        plugins = loaded_plugins()  # loaded by the driver before the bench began
+        modules = [p.module for p in plugins]
+        folders = [p.path for p in plugins]
+        pending = {self._remote.remote(t, modules, folders): t for t in tasks}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
@@ -141,6 +159,47 @@ class RayExecutor:
     def close(self) -> None:
         if self._started:
             self._ray.shutdown()
+
+
+def execute_with_plugins(
+    task: Task, modules: Sequence[str] = (), folders: Sequence[str | None] = ()
+) -> dict[str, Any]:
+    """A Ray worker's entry: import the driver's plugin modules (their folders first), then
+    run the task. A worker process keeps them loaded for its later tasks."""
+    load_in_worker(modules, folders)
+    return execute(task)
+
+
+def token_hint() -> str:
+    """What to do when a cluster refuses us: Ray's token conventions, and which of them
+    this process has."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        have = "RAY_AUTH_TOKEN is set here: check that it is the cluster's token"
+    elif os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        have = (
+            f"RAY_AUTH_TOKEN_PATH={os.environ['RAY_AUTH_TOKEN_PATH']} is set here: check "
+            "that the file holds the cluster's token"
+        )
+    elif os.path.isfile(os.path.expanduser("~/.ray/auth_token")):
+        have = "~/.ray/auth_token exists here: check that it holds the cluster's token"
+    else:
+        have = "no token is set here"
+    return (
+        "the cluster may want a token (Ray >= 2.59 clusters started with `ray start` use "
+        f"token authentication by default), and {have}. Run `ray get-auth-token` on the "
+        "head node and pass its output as the RAY_AUTH_TOKEN environment variable (or "
+        "write it to ~/.ray/auth_token, or to a file named by RAY_AUTH_TOKEN_PATH) on this "
+        "machine; docs/benchmarks.md"
+    )
+
+
+def _auth_error(ray) -> type[BaseException] | tuple:
+    """Ray's AuthenticationError (Ray >= 2.52), or nothing to catch on older Rays."""
+    return getattr(getattr(ray, "exceptions", None), "AuthenticationError", ())
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def probe_address(address: str, timeout: float = RAY_PROBE_TIMEOUT_S) -> None:

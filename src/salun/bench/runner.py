@@ -58,6 +58,7 @@ from salun.bench.tasks import retrain_via
 from salun.config_cli import option
 from salun.data import Split, load_dataset, make_split, save_split
 from salun.errors import SalunError
+from salun.methods.plugins import plugin_record
 from salun.metrics import GAP_METRICS, avg_gap, gaps
 from salun.utils import device_name, resolve_device
 
@@ -572,6 +573,8 @@ class _Runner:
         return rec
 
     def _gap_fields(self, task: Task, rec: dict[str, Any]) -> dict[str, Any]:
+            if plugin := plugin_record(task.method):  # a method of the user's own module
+                rec["plugin"] = plugin
         if task.kind == ORIGINAL or rec["status"] != "ok":
             return {"avg_gap": None, "gaps": None}
         ref = self.store.get(retrain_key(task.scenario, task.seed))

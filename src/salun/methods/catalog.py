@@ -1,4 +1,5 @@
-"""Imports every method module so that each registers itself."""
+"""Imports every built-in method module so that each registers itself (methods of the
+user's own modules come through salun.methods.plugins)."""
 
 from salun.methods import (  # noqa: F401
     be,

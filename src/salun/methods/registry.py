@@ -59,16 +59,25 @@ def register(name: str, config: type, summary: str, uses_mask: bool = True):
     """Decorator registering ``fn`` under ``name`` with its config dataclass."""
 
     def wrap(fn: MethodFn) -> MethodFn:
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} registered twice")
+        if name in _REGISTRY:  # a plugin taking a built-in's name among them
+            where = getattr(_REGISTRY[name].fn, "__module__", "?")
+            raise SalunError(f"method {name!r} is already registered (by {where})")
         _REGISTRY[name] = MethodSpec(name, fn, config, summary, uses_mask)
         return fn
 
     return wrap
 
 
-def _load_all() -> None:
+def load_builtins() -> None:
     from salun.methods import catalog  # noqa: F401  (imports every method module)
+
+
+def _load_all() -> None:
+    """The built-ins, then installed packages' ``salun.methods`` entry points (once)."""
+    load_builtins()
+    from salun.methods.plugins import load_entry_points
+
+    load_entry_points()
 
 
 def list_methods() -> list[str]:
@@ -79,7 +88,10 @@ def list_methods() -> list[str]:
 def get_method(name: str) -> MethodSpec:
     _load_all()
     if name not in _REGISTRY:
-        raise SalunError(f"unknown method {name!r}; choose one of: {', '.join(list_methods())}")
+        raise SalunError(
+            f"unknown method {name!r}; choose one of: {', '.join(list_methods())} "
+            "(a method of your own module needs --plugin MODULE; docs/plugins.md)"
+        )
     return _REGISTRY[name]
 
 
