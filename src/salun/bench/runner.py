@@ -567,14 +567,14 @@ class _Runner:
         )
         if task.kind == UNLEARN:
             rec["mask_file"] = task.mask_file
+            if plugin := plugin_record(task.method):  # a method of the user's own module
+                rec["plugin"] = plugin
             if task.phase == FINAL:
                 rec["lr_choice"] = self.choices.get(task.key) or self._config_choice(rec)
         rec.update(self._gap_fields(task, rec))
         return rec
 
     def _gap_fields(self, task: Task, rec: dict[str, Any]) -> dict[str, Any]:
-            if plugin := plugin_record(task.method):  # a method of the user's own module
-                rec["plugin"] = plugin
         if task.kind == ORIGINAL or rec["status"] != "ok":
             return {"avg_gap": None, "gaps": None}
         ref = self.store.get(retrain_key(task.scenario, task.seed))
