@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -90,3 +92,113 @@ def test_report_table_cells_and_facts(folder):
 def test_report_of_a_non_benchmark_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SalunError, match="not a benchmark folder"):
         write_report(tmp_path)
+
+
+# ---- a report that explains itself ---------------------------------------------------
+
+
+def _rl_failed(folder, error="the loss became nan during unlearning epoch 1; lower the lr"):
+    store = ResultStore(folder)
+    for seed in (0, 1):
+        store.add(record(f"final.random10.s{seed}.rl", "unlearn", "rl", seed, {}, None,
+                         order=2, status="failed", protocol="tuned",
+                         error=f"{error}\nTraceback ..."))  # fmt: skip
+
+
+def test_the_report_defines_every_metric_and_says_the_target_is_retrain(folder):
+    paths = write_report(folder)
+    md = paths["md"].read_text()
+    for term in ("**UA** (unlearning accuracy) = 100 − accuracy on the forget set",
+                 "**RA** (remaining accuracy)", "**TA** (testing accuracy)",
+                 "**MIA** (MIA-efficacy)", "**Avg. Gap** = the mean of |metric − Retrain's|",
+                 "**RTE** (run-time efficiency)",
+                 "**the target is Retrain's value, not the highest value**"):  # fmt: skip
+        assert term in md, term
+    html = paths["html"].read_text()
+    # links that work, no Markdown left over in the HTML
+    hrefs = re.findall(r"<a href='([^']+)'>", html)
+    assert any(h.endswith("docs/evaluation.md") for h in hrefs)
+    for h in hrefs:
+        assert (folder / h).resolve().is_file(), h
+    assert "*tied*" not in html and "**" not in html and "](" not in html
+
+
+def test_a_failed_method_is_marked_with_its_reason_and_counted(folder):
+    _rl_failed(folder)
+    md = write_report(folder)["md"].read_text()
+    # 7 records of the fixture and 2 failed rl runs: 3 failed in all
+    assert "Runs: 9, **3 failed**" in md
+    table = md.split("### random10 — protocol tuned")[1].split("###")[0]
+    assert "| rl | — | — | — | — | — | — | — | failed | — | — | 0 |" in table
+    assert (
+        "**rl** — 2 of 2 run(s) failed: the loss became nan during unlearning epoch 1; lower "
+        "the lr" in table
+    )
+    # a configured method that never ran is marked too, not dropped
+    assert "| ga | — | — | — | — | — | — | — | no run | — | — | 0 |" in table
+    assert "**ga** — no run recorded" in table
+    assert "Traceback" not in table
+    says = md.split("## What this run says")[1].split("\n## ")[0]
+    assert "Without a result: " in says and "rl" in says
+
+
+def _one_seed(tmp_path):
+    raw = yaml.safe_load(preset_path("ci").read_text())
+    raw.pop("tune_seeds", None)
+    cfg = parse_config({**raw, "methods": {"salun": {}, "rl": {}, "ft": {}},
+                        "protocol": ["paper"], "seeds": [0]}, "ci")  # fmt: skip
+    session = Session(tmp_path, cfg, {"command": "salun bench"})
+    store = ResultStore(tmp_path)
+    m = lambda ua, ra, ta, mia: {"UA": ua, "RA": ra, "TA": ta, "MIA": mia}  # noqa: E731
+    acc = {"train_acc": 100.0, "test_acc": 90.0}
+    for rec in [
+        record("original.s0", "original", "original", 0, acc, 3.0),
+        record("retrain.random10.s0", "retrain", "retrain", 0, m(10, 100, 90, 20), 50.0),
+        record("final.paper.random10.s0.salun", "unlearn", "salun", 0, m(8, 99, 89, 22), 5.0,
+               order=0, protocol="paper", avg_gap=1.5),
+        record("final.paper.random10.s0.rl", "unlearn", "rl", 0, m(6, 100, 90, 30), 4.0,
+               order=1, protocol="paper", avg_gap=3.5),
+        record("final.paper.random10.s0.ft", "unlearn", "ft", 0, m(0, 100, 91, 2), 3.0,
+               order=2, protocol="paper", avg_gap=7.25),
+    ]:  # fmt: skip
+        store.add(rec)
+    session.end("finished")
+    return tmp_path
+
+
+def test_at_one_seed_the_table_keeps_only_columns_that_carry_information(tmp_path):
+    md = write_report(_one_seed(tmp_path))["md"].read_text()
+    table = md.split("### random10 — protocol paper")[1]
+    header = next(x for x in table.splitlines() if x.startswith("| Method"))
+    assert header == "| Method | UA | RA | TA | MIA | Avg. Gap | rank | RTE (s) | lr |"
+    # salun: gaps 2, 1, 1, 2 -> 1.50
+    assert "| salun | 8.00 (2.00) | 99.00 (1.00) | 89.00 (1.00) | 22.00 (2.00) | 1.50 | 1 |" in md
+    says = md.split("## What this run says")[1].split("\n## ")[0]
+    assert "Closest to Retrain on this one seed: **salun** (Avg. Gap 1.50), then rl, ft." in says
+    assert "no method is shown to be better than another" in says
+
+
+def test_the_verdict_never_claims_more_than_the_intervals():
+    from salun.bench.aggregate import summarize
+    from salun.report.explain import verdict
+
+    m = lambda g: {"UA": g, "RA": 100.0, "TA": 90.0, "MIA": 20.0}  # noqa: E731
+    recs = [record(f"retrain.random10.s{s}", "retrain", "retrain", s, m(0.0), 50.0)
+            for s in (0, 1, 2)]  # fmt: skip
+    # a: per-seed gaps 1, 2, 3; b: 1.5, 1.6, 4.5 (paired differences 0.5, -0.4, 1.5: the
+    # 95 % interval holds 0, tied); c: 9, 10, 11 (always 8 worse: distinguishable)
+    for label, gaps, order in (("a", (1, 2, 3), 0), ("b", (1.5, 1.6, 4.5), 1),
+                               ("c", (9, 10, 11), 2)):  # fmt: skip
+        for s, g in zip((0, 1, 2), gaps):
+            recs.append(record(f"final.random10.s{s}.{label}", "unlearn", label, s, m(4.0 * g),
+                               1.0, order=order, avg_gap=float(g)))  # fmt: skip
+    rows = summarize(recs)["random10"]
+    text = verdict(rows, {})
+    # a's mean 2.00, interval 2 ± 4.303·1/√3 = [-0.48, 4.48]
+    assert text.startswith(
+        "Closest to Retrain: **a** (mean Avg. Gap 2.00, 95 % interval [-0.48, 4.48] over 3 "
+        "seeds), but not distinguishable at 95 % from b"
+    )
+    assert "does not single out a best method among these 2" in text
+    assert "c" not in text.split("Furthest")[0].split("from")[1]
+    assert "Furthest: c (Avg. Gap 10.00)." in text

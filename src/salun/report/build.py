@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,15 @@ from salun.io import Claim, atomic_write_text, claim
 from salun.outputs import is_salun_png
 from salun.report import plots
 from salun.report.audit_section import audit_blocks
+from salun.report.explain import (
+    doc_link,
+    failure_count,
+    first_reason,
+    metric_blocks,
+    missing_methods,
+    missing_text,
+    verdict,
+)
 from salun.report.tables import (
     EDGE_NOTE,
     Table,
@@ -204,9 +214,17 @@ def _blocks(root: Path, bench: Mapping[str, Any], records: list[dict]) -> list[B
     if cfg.get("description"):
         out.append(("p", cfg["description"]))
     out += _setup_blocks(bench, records)
-    out += _reading_blocks(cfg, tables)
-    plots_dir = root / "plots"
     scenarios = list(dict.fromkeys(sc for t in tables.values() for sc in t))
+    missing = {
+        (sc, p): missing_methods(cfg, records, tables[p][sc], sc, p)
+        for p in protocols
+        for sc in scenarios
+        if tables[p].get(sc)
+    }
+    out += _says_blocks(tables, missing)
+    out += metric_blocks(root)
+    out += _reading_blocks(root, cfg, tables)
+    plots_dir = root / "plots"
     for scenario in scenarios:
         out.append(("h", 2, f"Scenario {scenario}"))
         out.append(("p", _scenario_what(cfg, scenario)))
@@ -215,15 +233,19 @@ def _blocks(root: Path, bench: Mapping[str, Any], records: list[dict]) -> list[B
             if not rows:
                 continue
             n = n_seeds(rows)
+            gone = missing[(scenario, p)]
             out.append(("h", 3, f"{scenario} — protocol {p}"))
             out.append(("p", _protocol_text(cfg, p)))
             out.append(("p", _ranking_text(rows)))
-            out.append(("table", table1(rows)))
+            out.append(("table", table1(rows, missing=gone)))
+            if gone:
+                out.append(("p", missing_text(gone)))
             if n >= 2:
                 out.append(("p", "95 % confidence intervals (Student t over seeds):"))
                 out.append(("table", interval_table(rows)))
             img = plots.metric_panels(rows, plots.metric_title(scenario, p, n),
-                                      plots_dir / f"metrics_{scenario}_{p}.png")  # fmt: skip
+                                      plots_dir / f"metrics_{scenario}_{p}.png",
+                                      missing=gone)  # fmt: skip
             out.append(("img", img.relative_to(root), f"metrics, {scenario}, {p}"))
             ua = per_seed(records, protocol=p).get(scenario)
             if ua and n >= 2:  # with one seed this would repeat the UA panel
@@ -236,7 +258,9 @@ def _blocks(root: Path, bench: Mapping[str, Any], records: list[dict]) -> list[B
         for p, by_sc in tables.items():
             if by_sc:
                 title = f"Avg. Gap vs run time, protocol {p} (lower left is better)"
-                img = plots.gap_vs_rte(by_sc, plots_dir / f"gap_vs_rte_{p}.png", title)
+                gone = {sc: missing.get((sc, p), {}) for sc in by_sc}
+                img = plots.gap_vs_rte(by_sc, plots_dir / f"gap_vs_rte_{p}.png", title,
+                                       missing=gone)  # fmt: skip
                 out.append(("img", img.relative_to(root), f"Avg. Gap vs RTE, {p}"))
     out += audit_blocks(root, cfg)
     out += _mask_blocks(root)
@@ -279,6 +303,7 @@ def _setup_blocks(bench: Mapping[str, Any], records: list[dict]) -> list[Block]:
         f"Wall time: {fmt(wall / 60, 1)} min over {len(sessions)} session(s) "
         f"({', '.join(s['status'] for s in sessions)}).",
         f"Config hash `{bench['config_hash']}`.",
+        failure_count(records),
     ]
     out: list[Block] = [("h", 2, "Setup")] + [("p", line) for line in lines]
     out.append(("p", "Command:"))
@@ -286,16 +311,30 @@ def _setup_blocks(bench: Mapping[str, Any], records: list[dict]) -> list[Block]:
     return out
 
 
-def _reading_blocks(cfg: Mapping[str, Any], tables: Mapping[str, Mapping]) -> list[Block]:
+def _says_blocks(tables: Mapping[str, Mapping], missing: Mapping) -> list[Block]:
+    """ "What this run says": one generated sentence or two per table (see explain.verdict)."""
+    lines = [
+        f"**{sc}, protocol {p}**: {verdict(rows, missing.get((sc, p), {}))}"
+        for p, by_sc in tables.items()
+        for sc, rows in by_sc.items()
+    ]
+    if not lines:
+        return []
+    return [("h", 2, "What this run says")] + [("p", line) for line in lines]
+
+
+def _reading_blocks(
+    root: Path, cfg: Mapping[str, Any], tables: Mapping[str, Mapping]
+) -> list[Block]:
     n = max((n_seeds(rows) for t in tables.values() for rows in t.values()), default=0)
     text = (
         "Table cells: mean±std over seeds (|gap| of the mean to Retrain's mean). **Avg. Gap** "
         "is the mean of the four gaps of the means (the paper's Table 1). **Avg. Gap per "
         "seed** is each seed's Avg. Gap to that seed's Retrain, averaged, with its 95 % "
-        "Student-t interval; methods are ranked by it. **vs best**: *tied* = not "
+        'Student-t interval; methods are ranked by it. **vs best**: "tied" = not '
         "distinguishable from the best at 95 % (paired over seeds: the t-interval of the "
         "per-seed differences contains 0). RTE in seconds. How to read this: "
-        "docs/benchmarks.md."
+        f"{doc_link(root, 'benchmarks.md')}."
     )
     out: list[Block] = [("h", 2, "How to read the tables"), ("p", text)]
     if n < 2:
@@ -305,7 +344,9 @@ def _reading_blocks(cfg: Mapping[str, Any], tables: Mapping[str, Mapping]) -> li
                 "**One seed: the rankings in this report are not significant.** A single "
                 "trial gives no interval and cannot separate methods whose Avg. Gaps differ "
                 "by less than the trial-to-trial spread (reruns with another seed can name "
-                "another winner); no ties are marked and the plots show no error bars.",
+                "another winner); no ties are marked and the plots show no error bars. The "
+                "tables leave out the columns that need two seeds or more (Avg. Gap per "
+                "seed, which equals the Avg. Gap here, vs best, and n).",
             )
         )
     return out
@@ -430,13 +471,16 @@ def _mask_blocks(root: Path) -> list[Block]:
     if not files:
         return []
     shares: dict[str, dict[str, list[float]]] = {}
+    keeps: set[float] = set()
     for f in files:
         mask, meta = load_mask(f)
+        keeps.add(float(meta.get("keep", 0.5)))
         sc = str(meta.get("scenario", f.name.split(".")[0]))
         for layer, v in layer_density(mask).items():
             shares.setdefault(sc, {}).setdefault(layer, []).append(v)
     mean = {sc: {k: sum(v) / len(v) for k, v in d.items()} for sc, d in shares.items()}
-    img = plots.mask_layers(mean, root / "plots" / "mask_layers.png")
+    keep = keeps.pop() if len(keeps) == 1 else None  # one overall share to draw, or none
+    img = plots.mask_layers(mean, root / "plots" / "mask_layers.png", keep=keep)
     return [
         ("h", 2, "SalUn's saliency mask"),
         (
@@ -491,7 +535,8 @@ def _failure_blocks(records: list[dict]) -> list[Block]:
     bad = failures(records)
     if not bad:
         return []
-    table: Table = (["Run", "Error"], [[r["key"], str(r.get("error"))] for r in bad])
+    # the reason's first line: a traceback would break the Markdown table (records keep it)
+    table: Table = (["Run", "Error"], [[r["key"], first_reason(r)] for r in bad])
     return [("h", 2, "Failed runs"), ("table", table)]
 
 
@@ -508,8 +553,11 @@ def _md(b: Block) -> str:
     return f"![{b[2]}]({Path(b[1]).as_posix()})\n"
 
 
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
 def _inline_md(text: str) -> str:
-    # the only inline Markdown the report uses: **bold** and `code`
+    # the only inline Markdown the report uses: **bold**, `code` and [text](link)
     out, parts = html.escape(text), []
     for i, chunk in enumerate(out.split("**")):
         parts.append(f"<b>{chunk}</b>" if i % 2 else chunk)
@@ -517,7 +565,7 @@ def _inline_md(text: str) -> str:
     parts = []
     for i, chunk in enumerate(out.split("`")):
         parts.append(f"<code>{chunk}</code>" if i % 2 else chunk)
-    return "".join(parts)
+    return _LINK.sub(lambda m: f"<a href='{m.group(2)}'>{m.group(1)}</a>", "".join(parts))
 
 
 def _html(b: Block) -> str:

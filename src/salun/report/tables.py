@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from salun.bench.aggregate import Row, Stat, n_seeds
 from salun.metrics import GAP_METRICS
@@ -48,40 +48,37 @@ def lr_cell(r: Row) -> str:
     return cell
 
 
-def table1(rows: Sequence[Row], metrics: Sequence[str] = GAP_METRICS) -> Table:
+def table1(
+    rows: Sequence[Row],
+    metrics: Sequence[str] = GAP_METRICS,
+    missing: Mapping[str, str] | None = None,
+) -> Table:
     """Method | UA | RA | TA | MIA | Avg. Gap | Avg. Gap per seed | vs best | rank | RTE |
     lr | n — Table 1's layout, plus the per-seed Avg. Gap with its 95 % interval and the
-    tie mark (one seed: the value alone, no mark)."""
-    header = [
-        "Method",
-        *metrics,
-        "Avg. Gap",
-        "Avg. Gap per seed",
-        "vs best",
-        "rank",
-        "RTE (s)",
-        "lr",
-        "n",
-    ]
+    tie mark. With one seed the per-seed Avg. Gap equals the Avg. Gap, nothing can be
+    tied and every row has n = 1, so those three columns are left out. ``missing``: the
+    configured methods without a result (label: reason), each a row of dashes marked
+    ``failed`` or ``no run``, so that no method vanishes silently."""
     many = n_seeds(rows) >= 2
+    header = ["Method", *metrics, "Avg. Gap"]
+    header += ["Avg. Gap per seed", "vs best"] if many else []
+    header += ["rank", "RTE (s)", "lr"] + (["n"] if many else [])
     body = []
     for r in rows:
         ref = r.method == "retrain"
         g = r.avg_gap_trials
-        per_seed = fmt(g.mean) + (f" {fmt_ci(g)}" if many and g.n >= 2 else "")
-        body.append(
-            [
-                "Retrain" if ref else r.method,
-                *(fmt_stat(r.metrics[m], r.gaps.get(m)) for m in metrics),
-                fmt(r.avg_gap),
-                "—" if ref else per_seed,
-                "—" if ref else TIE_MARK[r.tie],
-                "—" if ref or r.rank is None else str(r.rank),
-                fmt_stat(r.rte),
-                lr_cell(r),
-                str(len(r.seeds)),
-            ]
-        )
+        per_seed = fmt(g.mean) + (f" {fmt_ci(g)}" if g.n >= 2 else "")
+        cells = ["Retrain" if ref else r.method]
+        cells += [fmt_stat(r.metrics[m], r.gaps.get(m)) for m in metrics]
+        cells.append(fmt(r.avg_gap))
+        if many:
+            cells += ["—" if ref else per_seed, "—" if ref else TIE_MARK[r.tie]]
+        cells += ["—" if ref or r.rank is None else str(r.rank), fmt_stat(r.rte), lr_cell(r)]
+        body.append(cells + ([str(len(r.seeds))] if many else []))
+    for label, why in (missing or {}).items():
+        mark = "no run" if why.startswith("no run") else "failed"
+        cells = [label, *("—" for _ in metrics), "—"] + (["—", "—"] if many else [])
+        body.append(cells + [mark, "—", "—"] + (["0"] if many else []))
     return header, body
 
 
