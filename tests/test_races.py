@@ -49,12 +49,12 @@ def _start(argv: list, cwd: Path, pause: float | None = None) -> subprocess.Pope
     )
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, list[str]]:
+def _finish(proc: subprocess.Popen, timeout: float = 1800) -> tuple[int, list[str]]:
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, [line for line in err.splitlines() if line.strip()]
 
 
-def _salun(argv: list, cwd: Path, timeout: float = 300) -> tuple[int, list[str]]:
+def _salun(argv: list, cwd: Path, timeout: float = 1800) -> tuple[int, list[str]]:
     return _finish(_start(argv, cwd), timeout)
 
 
@@ -71,7 +71,7 @@ def _when_publishing(folder: Path, acts: dict[str, tuple[subprocess.Popen, Calla
     """Run each ``act()`` as soon as the run of its name has its complete temp sibling (the
     run then waits at its publish step for :data:`PAUSE` seconds)."""
     todo = dict(acts)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 1800  # a loaded shared machine: never fail for slowness
     while todo and time.monotonic() < deadline:
         names = [p.name for p in folder.iterdir()]
         for name, (proc, act) in list(todo.items()):
