@@ -8,6 +8,7 @@ import shutil
 import struct
 
 import matplotlib.figure
+import matplotlib.pyplot
 import pytest
 
 from salun.bench import ResultStore, parse_config
@@ -281,3 +282,19 @@ def test_a_report_with_one_method_ranks_nothing():
     text = _ranking_text(rows["random10"])
     assert text.startswith("One method: **ft**, mean per-seed Avg. Gap 3.20 (95 % CI")
     assert "worse" not in text and "Smallest" not in text
+
+
+def test_a_method_keeps_its_colour_and_marker_whatever_the_figure():
+    looks = {m: plots.method_style(m) for m in plots.KNOWN}
+    pairs = {(tuple(v["color"]), v["marker"]) for v in looks.values()}
+    assert len(pairs) == len(plots.KNOWN) == 12  # every registered method its own look
+    # by name, not by position: SSD is the 12th known method, tab10 colour 1, marker '>'
+    assert looks["ssd"] == {"color": matplotlib.pyplot.get_cmap("tab10")(11 % 10), "marker": ">"}
+    assert plots.method_style("salun_keep10") == plots.method_style("salun_keep10")
+
+
+def test_dodge_spreads_only_markers_that_would_overlap():
+    # two methods at (5 s, 0.1) and (5.05 s, 0.12), one far away at (300 s, 8)
+    f = plots.dodge([(5.0, 0.1), (5.05, 0.12), (300.0, 8.0)])
+    assert f[2] == 1.0
+    assert f[0] == pytest.approx(10**-0.025) and f[1] == pytest.approx(10**0.025)
