@@ -197,6 +197,10 @@ def test_unlearn_help_lists_the_plugin_methods_flags(plugin_dir, capsys):
     assert "--l2 L2" in text and "weight of the squared distance" in text
 
 
+PLAIN = GOOD.replace(
+    '(SGDConfig):\n        """A do-nothing method."""', ":\n        epochs: int = 1"
+)
+
 BROKEN = {
     "import_fails": ("raise RuntimeError('boom')", "failed to import: RuntimeError: boom"),
     "registers_nothing": ("X = 1", "registers no method"),
@@ -204,12 +208,12 @@ BROKEN = {
         GOOD.format(name="ft"),
         "method 'ft' is already registered (by salun.methods.ft)",
     ),
-    "config_not_frozen": (
-        GOOD.replace("@dataclass(frozen=True)", "@dataclass").format(name="bad_cfg"),
+    "config_not_frozen": (  # a class of its own: a non-frozen SGDConfig subclass fails to import
+        PLAIN.replace("@dataclass(frozen=True)", "@dataclass").format(name="bad_cfg"),
         "must be frozen",
     ),
-    "config_not_a_dataclass": (
-        GOOD.replace("@dataclass(frozen=True)\n", "").format(name="bad_cfg"),
+    "config_not_a_dataclass": (  # (an undecorated SGDConfig subclass is still a dataclass)
+        PLAIN.replace("@dataclass(frozen=True)\n    ", "").format(name="bad_cfg"),
         "must be a @dataclass(frozen=True) class",
     ),
     "config_needs_arguments": (
