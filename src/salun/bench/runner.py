@@ -61,6 +61,7 @@ from salun.errors import SalunError
 from salun.methods.plugins import plugin_record
 from salun.metrics import GAP_METRICS, avg_gap, gaps
 from salun.utils import device_name, resolve_device
+from salun.validate import check_threads
 
 OnRecord = Callable[[dict[str, Any]], None]
 
@@ -126,6 +127,8 @@ class _Runner:
     def __init__(self, cfg: BenchConfig, out: Path, opt: BenchOptions, on_record) -> None:
         self.cfg, self.out, self.opt, self.on_record = cfg, out, opt, on_record
         self.device = resolve_device(opt.device)  # a bad --device fails before any work
+        if opt.threads is not None:
+            check_threads("threads", opt.threads)  # at most the CPUs: 100000 segfaulted
         self.splits: dict[tuple[str, int], Split] = {}
         self.original_dirs: dict[int, str] = {}
         self.choices: dict[str, dict[str, Any]] = {}  # final run key -> its lr choice
@@ -182,8 +185,13 @@ class _Runner:
             self._stage(
                 [self._retrain_task(sc.name, s) for sc in cfg.scenarios for s in cfg.all_seeds]
             )
+            # the paper protocol needs no search: its runs come first, so a long bench
+            # has every seed's published-setting results before the search's many runs
+            if PAPER in cfg.protocols:
+                self._protocol_runs(PAPER, {})
             choices = self._search_lrs()
-            self._final_runs(choices)
+            if TUNED in cfg.protocols:
+                self._protocol_runs(TUNED, choices)
             if cfg.audit is not None:
                 self._audit_runs(choices)
             status = "finished"
@@ -445,12 +453,6 @@ class _Runner:
                 gaps.setdefault(lr, {})[seed] = rec["avg_gap"] if ok else None
         return choose_value(grid, gaps, field=field, tune_seeds=self.cfg.search_seeds)
 
-    def _final_runs(self, choices: dict[tuple[str, str], dict[str, Any]]) -> None:
-        """One stage per protocol, ``paper`` first: a ``tuned`` run identical to a run
-        already made (its ``paper`` twin, or a search run on a reported seed) is reused."""
-        for protocol in self.cfg.protocols:
-            self._protocol_runs(protocol, choices if protocol == TUNED else {})
-
     def _protocol_runs(self, protocol: str, choices: dict[tuple[str, str], dict]) -> None:
         cfg = self.cfg
         tasks = []
@@ -553,7 +555,11 @@ class _Runner:
                 "train_acc": (orig or result)["metrics"].get("train_acc"),
                 "test_acc": (orig or result)["metrics"].get("test_acc"),
             },
-            **{k: result[k] for k in ("cached", "via", "history", "best_epoch") if k in result},
+            **{
+                k: result[k]
+                for k in ("cached", "via", "history", "best_epoch", "traceback")
+                if k in result
+            },
         }
         worker = result.get("worker", {})
         rec.update(
