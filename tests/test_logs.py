@@ -356,7 +356,7 @@ def test_threads_flag_sets_torch_threads_for_the_command(verb, monkeypatch):
         "mask": ["mask", "--model", "m", "--forget", "f", "--out", "x"],
         "unlearn": ["unlearn", "--model", "m", "--forget", "f", "--out", "x"],
     }[verb]
-    n = 3 if before != 3 else 2
+    n = 1 if before != 1 else 2  # within the CPUs: more than the machine has is refused
     assert salun.cli.main([*argv, "--threads", str(n)]) == 0
     assert seen == [n] and torch.get_num_threads() == before  # restored for the caller
 
@@ -365,7 +365,7 @@ def test_threads_below_one_is_a_user_error(capsys):
     import salun.cli
 
     assert salun.cli.main(["evaluate", "--model", "m", "--forget", "f", "--threads", "0"]) == 2
-    assert "--threads must be at least 1" in capsys.readouterr().err
+    assert "--threads must be an integer in [1, " in capsys.readouterr().err
 
 
 def test_gen_verbs_take_threads():

@@ -338,7 +338,9 @@ def test_a_broken_entry_point_names_it(tmp_path, monkeypatch):
 
 
 def test_version_prefers_the_packages_own_version(plugin_dir):
-    write_module(plugin_dir, "versioned", '__version__ = "9.9"\n' + GOOD.format(name="v"))
+    write_module(
+        plugin_dir, "versioned", '__version__ = "9.9"\n' + textwrap.dedent(GOOD.format(name="v"))
+    )
     assert plugins.load_plugin("versioned").record() == {"module": "versioned", "version": "9.9"}
 
 

@@ -202,6 +202,17 @@ def _select_top(views: list[torch.Tensor], k: int) -> list[torch.Tensor]:
     return masks
 
 
+def check_keeps_some(scores: Mapping[str, torch.Tensor], keep: float) -> None:
+    """Refuse a user's ``keep`` that selects no weight at all: every weight would be frozen
+    and the run a silent no-op. (:func:`saliency_mask` itself computes any density, 0 too.)"""
+    total = sum(int(s.numel()) for s in scores.values())
+    if total and int(total * keep) == 0:
+        raise SalunError(
+            f"keep {keep:g} keeps none of the {total} weights (floor(N*keep) = 0): the mask "
+            f"would freeze the whole model; use keep >= {1 / total:.3g}"
+        )
+
+
 def saliency_mask(
     scores: Mapping[str, torch.Tensor], keep: float = 0.5, scope: str = "global"
 ) -> dict[str, torch.Tensor]:
@@ -230,12 +241,6 @@ def saliency_mask(
         raise SalunError(f"scope must be 'global' or 'layer', got {scope!r}")
     names = list(scores)
     views = _bit_views([scores[n] for n in names])
-    total = sum(v.numel() for v in views)
-    if total and int(total * keep) == 0:  # density 0: every weight frozen, a silent no-op
-        raise SalunError(
-            f"keep {keep:g} keeps none of the {total} weights (floor(N*keep) = 0): the mask "
-            f"would freeze the whole model; use keep >= {1 / total:.3g}"
-        )
     if scope == "global":
         k = int(sum(v.numel() for v in views) * keep)
         masks = _select_top(views, k)

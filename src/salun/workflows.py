@@ -170,7 +170,13 @@ def write_masks(
     the reference's mask pass (docs/method.md, "Augmentation").
     """
     from salun.data import Augment, iterate_batches
-    from salun.saliency import compute_saliency, model_fingerprint, saliency_mask, save_mask
+    from salun.saliency import (
+        check_keeps_some,
+        compute_saliency,
+        model_fingerprint,
+        saliency_mask,
+        save_mask,
+    )
 
     model, meta, bundle, split, dev, _ = load_for_split(model_dir, split_file, device, data)
     forget = bundle.train.subset(split.forget)
@@ -187,6 +193,8 @@ def write_masks(
         augment=aug,
     )
     scores = compute_saliency(model, batches)
+    for keep in keeps:  # every density before the first file is written
+        check_keeps_some(scores, keep)
     fingerprint = model_fingerprint(model)
     paths = []
     for keep, path in zip(keeps, mask_paths(out, keeps)):

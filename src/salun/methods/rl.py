@@ -23,7 +23,7 @@ from salun.methods.common import (
     train_augment,
 )
 from salun.methods.registry import register
-from salun.saliency import compute_saliency, random_mask, saliency_mask
+from salun.saliency import check_keeps_some, compute_saliency, random_mask, saliency_mask
 from salun.utils import progress, seed_everything
 from salun.validate import check_choice, check_int, check_nonnegative, check_range
 
@@ -136,7 +136,9 @@ def forget_saliency_mask(model, forget: ImageDataset, cfg: SalUnConfig, ctx):
     batches = iterate_batches(
         forget, cfg.mask_batch_size, shuffle=True, generator=gen, device=ctx.device, augment=aug
     )
-    return saliency_mask(compute_saliency(model, batches), keep=cfg.keep, scope=cfg.scope)
+    scores = compute_saliency(model, batches)
+    check_keeps_some(scores, cfg.keep)
+    return saliency_mask(scores, keep=cfg.keep, scope=cfg.scope)
 
 
 @register("rl", RLConfig, "random labels on D_f + fine-tuning on D_r (SalUn without the mask)")

@@ -23,7 +23,7 @@ from salun.generation.ddpm.diffusion import (
 )
 from salun.generation.ddpm.model import Denoiser
 from salun.generation.ddpm.sampler import guided_eps
-from salun.saliency import compute_saliency, saliency_mask
+from salun.saliency import check_keeps_some, compute_saliency, saliency_mask
 from salun.validate import check_fields, check_nonnegative, check_positive, check_seed
 
 
@@ -107,4 +107,5 @@ def ddpm_saliency_mask(
 ) -> dict[str, torch.Tensor]:
     """The boolean SalUn mask: global top-``keep`` of :func:`ddpm_saliency`."""
     scores = ddpm_saliency(model, forget, cfg, schedule=schedule, device=device)
+    check_keeps_some(scores, cfg.keep)
     return saliency_mask(scores, keep=cfg.keep, scope="global")
