@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ddpm_fixtures import K, class_templates, tiny_denoiser
 from salun.generation.ddpm.data import BatchStream
-from salun.generation.ddpm.diffusion import NoiseSchedule, noisy_batch
+from salun.generation.ddpm.diffusion import NoiseSchedule
 from salun.generation.ddpm.esd import esd_ddim_sample
 from salun.generation.ddpm.mask import DDPMMaskConfig, ddpm_saliency, ddpm_saliency_mask
 from salun.generation.ddpm.model import build_denoiser
@@ -25,6 +25,27 @@ from salun.generation.ddpm.unlearn import (
     resolve_schedule,
     unlearn_ddpm,
 )
+
+def noisy_batch(schedule, x0, gen):
+    """The forward process written out here, not the package's helper, so that a wrong
+    coefficient, a swapped √ᾱ / √(1−ᾱ) or a timestep drawn otherwise turns these oracles
+    red: linear betas in float64, ᾱ_t = Π_{s<=t}(1 − β_s); antithetic t (n/2+1 uniform draws,
+    then T−1−t, cut to n), then ε ~ N(0, I), in that order from the same generator (the
+    reference's ``antithetic_sampling``); x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε."""
+    T = schedule.num_steps
+    betas = [schedule.beta_start + (schedule.beta_end - schedule.beta_start) * i / (T - 1)
+             for i in range(T)]
+    abar, prod = [], 1.0
+    for b in betas:
+        prod *= 1.0 - b
+        abar.append(prod)
+    half = torch.randint(0, T, (len(x0) // 2 + 1,), generator=gen)
+    t = torch.cat([half, T - 1 - half])[: len(x0)]
+    eps = torch.randn(x0.shape, generator=gen)
+    a = torch.tensor([abar[i] for i in t.tolist()], dtype=torch.float64)
+    a = a.to(x0.dtype).view(-1, 1, 1, 1)
+    return a.sqrt() * x0 + (1.0 - a).sqrt() * eps, t, eps
+
 
 # dropout 0: the oracle must see the same network function as the code under test
 TINY = tiny_denoiser(dropout=0.0)
