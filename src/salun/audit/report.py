@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
-from salun.io import atomic_write_text
+from salun.errors import SalunError
+from salun.io import Claim, atomic_write_text, claim
 
 TITLES = {
     "original": "Original (no unlearning)",
@@ -29,6 +31,25 @@ def render(summary: dict[str, Any]) -> str:
     cfg = summary["config"]
     orig = cfg["original"]
     ref = summary["retrain"]["metrics"]
+    per_shadow = cfg.get("forget_sets", "fixed") == "per_shadow"
+    if per_shadow:  # U-LiRA (docs/audit.md): a fresh forget set per shadow
+        fs = summary.get("forget_sets", {})
+        design = (
+            f"a fresh random forget set of {summary['forget_examples']} per shadow; "
+            f"**K = {cfg['shadows']}** shadow pairs, each trained on a random half of the "
+            "subset and forgetting its own set from that half"
+        )
+        protocol = (
+            "forget set **per shadow** (U-LiRA: each forgotten example scored against the "
+            "unlearned models that forgot it and the Retrains that never saw it, leave one "
+            f"pair out; {fs.get('scored', '?')} of {fs.get('targets', '?')} targets scored)"
+        )
+    else:
+        design = (
+            f"target forget set |D_f| = {summary['forget_examples']}; "
+            f"**K = {cfg['shadows']}** shadow pairs, each on a random half of the rest"
+        )
+        protocol = "forget set fixed (leave one pair out)"
     lines = [
         f"# salun audit: {cfg['name']}",
         "",
@@ -38,17 +59,17 @@ def render(summary: dict[str, Any]) -> str:
         "",
         f"Dataset **{cfg['dataset']}** (subset: {cfg['subset'] or 'all'} train, "
         f"{cfg['test_subset'] or 'all'} test), architecture **{cfg['arch']}** "
-        f"(width {cfg['width']}); target forget set |D_f| = {summary['forget_examples']}; "
-        f"**K = {cfg['shadows']}** shadow pairs, each on a random half of the rest; "
+        f"(width {cfg['width']}); {design}; "
         f"{cfg['bootstrap']} bootstrap resamples (pairs and examples), 95 % intervals.",
         "",
         f"Attack settings (docs/audit.md): queries **{cfg.get('queries', 'single')}**, "
         f"location **{cfg.get('location', 'mean')}**, variance **{cfg['variance']}**, "
-        "forget set fixed (leave one pair out).",
+        f"{protocol}.",
         "",
         f"Shadow recipe: {orig['epochs']} epochs, SGD lr {orig['lr']} ({orig['schedule']}), "
         f"batch {orig['batch_size']}, momentum {orig['momentum']}, weight decay "
-        f"{orig['weight_decay']}; Retrain: the same on the half without D_f "
+        f"{orig['weight_decay']}; Retrain: the same on the half without "
+        f"{'its forget set' if per_shadow else 'D_f'} "
         f"(mean {summary['retrain']['seconds']:.1f} s).",
         "",
         "Attack: per forget example, Gaussians of φ = log(p_y/(1−p_y)) under 'unlearned' and "
@@ -94,5 +115,44 @@ def render(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The last line of every audit report.md salun writes: what a rerun may replace (as the
+# benchmark reports' mark, docs/safety.md); a report.md without it is the user's.
+REPORT_MARK = "<!-- written by salun audit: rerunning salun audit replaces this file -->"
+_REFUSAL = "move it away (or rename it) and rerun salun audit"
+
+
+def is_our_report(path: str | Path, name: str) -> bool:
+    """A regular file ending with :data:`REPORT_MARK`, or an audit report of older
+    versions (no mark): its first line is ``# salun audit: NAME`` for this audit."""
+    p = Path(path)
+    try:
+        if not stat.S_ISREG(p.lstat().st_mode):
+            return False
+        with open(p, "rb") as f:
+            head = f.read(512).decode("utf-8", "replace")
+            f.seek(max(0, p.stat().st_size - 512))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    return tail.rstrip().endswith(REPORT_MARK) or head.startswith(f"# salun audit: {name}\n")
+
+
+def check_report(root: str | Path, name: str) -> None:
+    """Refuse, before any work, an audit folder whose ``report.md`` salun did not write."""
+    _check(Path(root) / "report.md", name)
+
+
+def _check(p: Path, name: str) -> None:
+    if (p.exists() or p.is_symlink()) and not is_our_report(p, name):
+        raise SalunError(
+            f"refusing to replace {p}: salun did not write it (it lacks salun's last line); "
+            f"{_REFUSAL}"
+        )
+
+
 def write_report(summary: dict[str, Any], path: str | Path) -> None:
-    atomic_write_text(path, render(summary))
+    name = str(summary["config"]["name"])
+    _check(Path(path), name)
+    # checked again, atomically, when the file is published (salun.io.publish)
+    claim(path, Claim(lambda q: is_our_report(q, name), _REFUSAL))
+    atomic_write_text(path, render(summary) + f"\n{REPORT_MARK}\n")

@@ -10,7 +10,11 @@ Layout of an audit folder::
 
 Shadow k draws a random half H_k of the subset without D_f (its own seed); O_k trains on
 D_f ∪ H_k, the reference Retrain R_k on H_k with the same recipe and seed (it differs from
-O_k only in the data), and each method unlearns D_f from O_k with D_r = H_k. Every record
+O_k only in the data), and each method unlearns D_f from O_k with D_r = H_k. With
+``forget_sets: per_shadow`` (U-LiRA, ``salun.audit.ulira``) shadow k instead trains O_k on a
+random half T_k of the whole subset and forgets a fresh random F_k ⊂ T_k of the same size;
+R_k trains on T_k \\ F_k, and its record also holds F_k, T_k \\ F_k and φ on every
+example of the subset (``phi_all``). Every record
 is written atomically; a rerun skips finished records and finished originals, so a killed
 audit resumes, and adding a method or raising K reuses all earlier shadows.
 """
@@ -29,6 +33,7 @@ import torch
 
 from salun.artifacts import load_model, save_model
 from salun.audit.config import ORIGINAL, RETRAIN, AuditConfig
+from salun.audit.ulira import MIN_FITS, coverage, per_shadow_scores, per_shadow_summary
 from salun.data import DataBundle, ImageDataset, Split, load_dataset, make_bundle
 from salun.errors import SalunError
 from salun.io import atomic_write_json, to_jsonable
@@ -47,8 +52,12 @@ FORMAT = "salun-audit-1"
 RECORD_FORMAT = "salun-audit-record-1"
 REFERENCE = "_reference"  # the record name of R_k (not a method row)
 INDEPENDENT_SEED_OFFSET = 7919  # the null row's Retrain: another init and batch order
-# not a setting: a deliberate departure from U-LiRA's fresh forget set per shadow (docs/audit.md)
+# ``attack.forget_set`` of summary.json for each value of ``forget_sets`` (docs/audit.md)
 FORGET_PROTOCOL = "fixed D_f, leave one pair out"
+PER_SHADOW_PROTOCOL = (
+    "per_shadow: a fresh random forget set per shadow, drawn from its training half "
+    "(U-LiRA), leave one pair out"
+)
 
 
 def audit_bundle(cfg: AuditConfig, full: DataBundle | None = None) -> DataBundle:
@@ -85,11 +94,53 @@ def shadow_seed(cfg: AuditConfig, k: int) -> int:
     return cfg.seed * 100_003 + k
 
 
+def shadow_sets(
+    cfg: AuditConfig, n_train: int, count: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``forget_sets: per_shadow``: shadow k's forget set F_k and retain set T_k \\ F_k,
+    where T_k is a random half of the whole subset and F_k a random ``count`` of T_k (both
+    drawn from the audit's seed and k alone, so the same on every machine and rerun)."""
+    rng = np.random.default_rng([cfg.seed, 3, k])
+    half = rng.choice(n_train, n_train // 2, replace=False)
+    forget = np.sort(rng.choice(half, count, replace=False)).astype(np.int64)
+    return forget, np.setdiff1d(half, forget).astype(np.int64)
+
+
+def check_forget_sets(cfg: AuditConfig, n_train: int, count: int) -> None:
+    """``per_shadow`` forget sets must fit in a shadow's half with data left to retain, and
+    some target must get enough fitting models on both sides; refused before any work."""
+    if cfg.forget_sets != "per_shadow":
+        return
+    half = n_train // 2
+    if count >= half:
+        raise SalunError(
+            f"forget_sets: per_shadow draws each shadow's forget set from its training half "
+            f"({half} of {n_train} examples), so it must hold fewer than {half}, got {count}; "
+            "lower forget_fraction / forget_count or raise subset"
+        )
+    from salun.audit.ulira import MIN_FITS, coverage
+
+    sets = [shadow_sets(cfg, n_train, count, k) for k in range(cfg.shadows)]
+    cov = coverage([f for f, _ in sets], [r for _, r in sets], n_train)
+    if cov["scored"] == 0:
+        raise SalunError(
+            f"forget_sets: per_shadow with {cfg.shadows} shadows and forget sets of {count} "
+            f"of {n_train}: no forgotten example is forgotten by {MIN_FITS} other shadows "
+            "(each is about (shadows − 1)·forget/subset times); raise shadows or the forget "
+            "set's size"
+        )
+
+
 def shadow_split(cfg: AuditConfig, bundle: DataBundle, forget: np.ndarray, k: int) -> Split:
-    """Shadow k's split: D_f and a random half H_k of the rest as D_r."""
-    pool = np.setdiff1d(np.arange(len(bundle.train), dtype=np.int64), forget)
-    rng = np.random.default_rng([cfg.seed, 2, k])
-    half = np.sort(rng.choice(pool, len(pool) // 2, replace=False)).astype(np.int64)
+    """Shadow k's split: D_f and a random half H_k of the rest as D_r; with ``forget_sets:
+    per_shadow`` its own F_k (of ``len(forget)`` examples) and T_k \\ F_k
+    (:func:`shadow_sets`)."""
+    if cfg.forget_sets == "per_shadow":
+        forget, half = shadow_sets(cfg, len(bundle.train), len(forget), k)
+    else:
+        pool = np.setdiff1d(np.arange(len(bundle.train), dtype=np.int64), forget)
+        rng = np.random.default_rng([cfg.seed, 2, k])
+        half = np.sort(rng.choice(pool, len(pool) // 2, replace=False)).astype(np.int64)
     return Split(
         dataset=bundle.name,
         scenario="random",
@@ -153,17 +204,24 @@ def check_queries(cfg: AuditConfig, flip_allowed: bool) -> None:
         )
 
 
-def _evaluate(model, bundle, split, device, queries: str = "single") -> dict[str, Any]:
-    """The record's measurements: ``phi`` on D_f (``phi_mirror`` on its mirror images with
-    ``queries: mirror``, LiRA's second query) and UA / RA / TA / MIA."""
-    forget = bundle.train.subset(split.forget)
-    out: dict[str, Any] = {
-        "phi": logit_confidence(predict_logits(model, forget, device), forget.labels).tolist()
-    }
+def _phi(model, data: ImageDataset, device, queries: str, suffix: str = "") -> dict[str, Any]:
+    out = {f"phi{suffix}": logit_confidence(predict_logits(model, data, device), data.labels)}
     if queries == "mirror":
-        mirrored = ImageDataset(forget.images.flip(-1), forget.labels)  # flip the width axis
+        mirrored = ImageDataset(data.images.flip(-1), data.labels)  # flip the width axis
         logits = predict_logits(model, mirrored, device)
-        out["phi_mirror"] = logit_confidence(logits, forget.labels).tolist()
+        out[f"phi{suffix}_mirror"] = logit_confidence(logits, data.labels)
+    return {k: v.tolist() for k, v in out.items()}
+
+
+def _evaluate(
+    model, bundle, split, device, queries: str = "single", everywhere: bool = False
+) -> dict[str, Any]:
+    """The record's measurements: ``phi`` on D_f (``phi_mirror`` on its mirror images with
+    ``queries: mirror``, LiRA's second query), with ``everywhere`` also ``phi_all`` (and
+    ``phi_all_mirror``) on every example of the subset, and UA / RA / TA / MIA."""
+    out = _phi(model, bundle.train.subset(split.forget), device, queries)
+    if everywhere:
+        out.update(_phi(model, bundle.train, device, queries, "_all"))
     m = evaluate_unlearning(model, bundle, split, device=device, mia_features=("confidence",))
     out["metrics"] = {k: float(m[k]) for k in ("UA", "RA", "TA", "MIA")}
     return out
@@ -235,7 +293,9 @@ def run_shadow(cfg, store: AuditStore, bundle, forget, k: int, device, quiet: bo
         model, secs = _train_fresh(
             kwargs, retain, recipe, device, quiet, f"retrain s{k}", bundle.flip
         )
-        measured = _evaluate(model, bundle, split, device, cfg.queries)
+        per_shadow = cfg.forget_sets == "per_shadow"
+        measured = _evaluate(model, bundle, split, device, cfg.queries, everywhere=per_shadow)
+        sets = {"forget": split.forget.tolist(), "retain": split.retain.tolist()}
         store.put(
             k,
             REFERENCE,
@@ -244,6 +304,7 @@ def run_shadow(cfg, store: AuditStore, bundle, forget, k: int, device, quiet: bo
                 "label": REFERENCE,
                 "method": "retrain",
                 "config": None,
+                **(sets if per_shadow else {}),
                 **measured,
                 "seconds": secs,
             },
@@ -321,10 +382,12 @@ def run_audit(
     Returns:
         The summary (see :func:`summarise`).
     """
+    from salun.audit.report import check_report
     from salun.utils import resolve_device
 
     dev = resolve_device(device) if isinstance(device, str) else device
     bundle, forget = audit_inputs(cfg, bundle)  # a bad forget set or query: nothing written
+    check_report(out, cfg.name)  # a report.md of the user's: refused before any training
     store = AuditStore(out, cfg)
     t0 = time.perf_counter()
     for k in range(cfg.shadows):
@@ -345,10 +408,13 @@ def run_audit(
 
 
 def audit_inputs(cfg: AuditConfig, full: DataBundle | None = None) -> tuple[DataBundle, np.ndarray]:
-    """The audit's dataset (``subset`` / ``test_subset`` applied) and its target D_f."""
+    """The audit's dataset (``subset`` / ``test_subset`` applied) and its target D_f (with
+    ``forget_sets: per_shadow``: a set of the size every shadow's own forget set has)."""
     bundle = audit_bundle(cfg, full)
     check_queries(cfg, bundle.flip)
-    return bundle, forget_indices(cfg, len(bundle.train))
+    forget = forget_indices(cfg, len(bundle.train))
+    check_forget_sets(cfg, len(bundle.train), len(forget))
+    return bundle, forget
 
 
 def shadow_done(cfg: AuditConfig, store: AuditStore, k: int) -> bool:
@@ -395,13 +461,33 @@ def _metric_stats(recs: list[dict]) -> dict[str, list[float]]:
 
 
 def attack_settings(cfg: AuditConfig) -> dict[str, str]:
-    """The attack's choices as the summary records them, with the one that is not a setting:
-    salun keeps one fixed D_f for every shadow (Hayes et al. draw a fresh one per shadow)."""
+    """The attack's choices as the summary records them; ``forget_set`` names the protocol
+    of ``forget_sets`` (salun's fixed D_f, or U-LiRA's fresh forget set per shadow)."""
     return {
         "queries": cfg.queries,
         "location": cfg.location,
         "variance": cfg.variance,
-        "forget_set": FORGET_PROTOCOL,
+        "forget_set": PER_SHADOW_PROTOCOL if cfg.forget_sets == "per_shadow" else FORGET_PROTOCOL,
+    }
+
+
+def _shadow_sets(cfg: AuditConfig, ref_recs: list[dict]) -> dict[str, Any] | None:
+    """``per_shadow``: each shadow's recorded F_k and T_k \\ F_k and φ of R_k on the whole
+    subset (K × n, or K × n × 2 with mirror queries); None for ``fixed``."""
+    if cfg.forget_sets != "per_shadow":
+        return None
+    if any("forget" not in r or "phi_all" not in r for r in ref_recs):
+        raise SalunError(
+            "the reference Retrain records hold no per-shadow forget sets; this folder was "
+            "made with forget_sets: fixed (use another --out)"
+        )
+    # the mirror's φ was written with phi_mirror, which _stack has already checked
+    keys = ("phi_all", "phi_all_mirror") if cfg.queries == "mirror" else ("phi_all",)
+    phi = np.asarray([[r[key] for key in keys] for r in ref_recs], dtype=np.float64)
+    return {
+        "forget": [np.asarray(r["forget"], dtype=np.int64) for r in ref_recs],
+        "retain": [np.asarray(r["retain"], dtype=np.int64) for r in ref_recs],
+        "phi_all": np.moveaxis(phi, 1, 2) if cfg.queries == "mirror" else phi[:, 0],
     }
 
 
@@ -413,6 +499,19 @@ def summarise(cfg: AuditConfig, store: AuditStore) -> dict[str, Any]:
     if ref_phi is None:
         raise SalunError("the reference Retrain records are incomplete; rerun the audit")
     ref_metrics = _metric_stats(ref_recs)
+    sets = _shadow_sets(cfg, ref_recs)
+    warns = power_warnings(k_all, int(ref_phi.shape[1]))
+    forget_sets: dict[str, Any] = {"mode": cfg.forget_sets}
+    if sets is not None:
+        cov = coverage(sets["forget"], sets["retain"], sets["phi_all"].shape[1])
+        forget_sets.update(size=int(ref_phi.shape[1]), subset=int(sets["phi_all"].shape[1]))
+        forget_sets.update(cov)
+        if cov["scored"] < cov["targets"]:
+            warns.append(
+                f"{cov['targets'] - cov['scored']} of {cov['targets']} (pair, forgotten "
+                f"example) targets have fewer than {MIN_FITS} fitting models on a side and "
+                "are not scored; more shadows score more of them"
+            )
     rows = {}
     for lab, name, _ in cfg.methods:
         phi, recs = _stack(store, k_all, lab, cfg.queries)
@@ -424,8 +523,15 @@ def summarise(cfg: AuditConfig, store: AuditStore) -> dict[str, Any]:
                 row["error"] = failed[0].get("error")
             rows[lab] = row
             continue
-        su, sr = lira_scores(phi, ref_phi, variance=cfg.variance, location=cfg.location)
-        row.update(audit_summary(su, sr, n_boot=cfg.bootstrap, seed=cfg.seed))
+        if sets is None:
+            su, sr = lira_scores(phi, ref_phi, variance=cfg.variance, location=cfg.location)
+            row.update(audit_summary(su, sr, n_boot=cfg.bootstrap, seed=cfg.seed))
+        else:
+            su, sr, scored = per_shadow_scores(
+                list(phi), sets["phi_all"], sets["forget"], sets["retain"],
+                variance=cfg.variance, location=cfg.location,
+            )  # fmt: skip
+            row.update(per_shadow_summary(su, sr, scored, n_boot=cfg.bootstrap, seed=cfg.seed))
         row["status"] = "ok"
         row["metrics"] = _metric_stats(recs)
         row["mia_gap"] = abs(row["metrics"]["MIA"][0] - ref_metrics["MIA"][0])
@@ -437,7 +543,8 @@ def summarise(cfg: AuditConfig, store: AuditStore) -> dict[str, Any]:
         "config": asdict(cfg),
         "attack": attack_settings(cfg),
         "forget_examples": int(ref_phi.shape[1]),
-        "warnings": power_warnings(k_all, int(ref_phi.shape[1])),
+        "forget_sets": forget_sets,
+        "warnings": warns,
         "retrain": {
             "metrics": ref_metrics,
             "seconds": float(np.mean([r["seconds"] for r in ref_recs])),
