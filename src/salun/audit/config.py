@@ -36,6 +36,9 @@ ORIGINAL, RETRAIN = "original", "retrain"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # settings of the attack, not of the shadow models: changing one keeps every shadow
 STATISTICS = ("variance", "location", "queries", "bootstrap")
+# how each shadow's forget set is chosen (docs/audit.md): salun's fixed D_f, or U-LiRA's
+# fresh random forget set per shadow (Hayes et al. 2024)
+FORGET_SETS = ("fixed", "per_shadow")
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,14 @@ class AuditConfig:
         data_root: a folder to look in first for the dataset's files.
         subset: training examples drawn from the dataset (None = all).
         test_subset: test examples drawn (None = all).
-        forget_fraction: fraction of the subset forming the target forget set D_f.
+        forget_fraction: fraction of the subset forming the target forget set D_f (with
+            ``forget_sets: per_shadow``: the size of every shadow's own forget set).
         forget_count: an exact size of D_f instead of ``forget_fraction``.
+        forget_sets: ``fixed`` (salun's default: one D_f for every shadow, each shadow a
+            random half of the rest, leave one pair out) or ``per_shadow`` (U-LiRA, Hayes
+            et al. 2024: shadow k trains on a random half T_k of the whole subset and
+            forgets a fresh random F_k ⊂ T_k of the same size; an example is scored against
+            the unlearned models whose F_j held it and the Retrains that never saw it).
         shadows: K, the number of shadow pairs.
         seed: seeds the subset, D_f, the shadow halves and the shadows' training.
         variance: how each Gaussian's σ is fitted: ``global`` (salun's default: one σ per
@@ -82,6 +91,7 @@ class AuditConfig:
     test_subset: int | None = None
     forget_fraction: float | None = 0.1
     forget_count: int | None = None
+    forget_sets: str = "fixed"
     shadows: int = 16
     seed: int = 0
     variance: str = "global"
@@ -106,6 +116,7 @@ class AuditConfig:
             if v is not None and v < 4:
                 raise SalunError(f"{k} must be at least 4, got {v}")
         for key, allowed in (
+            ("forget_sets", FORGET_SETS),
             ("variance", VARIANCES),
             ("location", LOCATIONS),
             ("queries", QUERIES),
@@ -121,10 +132,13 @@ class AuditConfig:
     def shadow_hash(self) -> str:
         """A hash of what the shadow models depend on. Methods, K and the statistics are
         left out, so adding a method or more shadows reuses the finished ones (and the
-        folders of before ``location`` / ``queries`` keep their hash)."""
+        folders of before ``location`` / ``queries`` / ``forget_sets`` keep their hash:
+        ``forget_sets`` counts only when it is not the default ``fixed``)."""
         d = asdict(self)
         for k in STATISTICS + ("name", "methods", "shadows", "description"):
             d.pop(k)
+        if d["forget_sets"] == "fixed":
+            d.pop("forget_sets")
         return stable_hash(d)
 
     def method(self, label: str) -> tuple[str, dict]:
