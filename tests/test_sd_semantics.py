@@ -226,7 +226,9 @@ def attention_l2_oracle(pipe, unet, images, prompts, concept, g, use_pooler):
 @pytest.mark.parametrize("use_pooler", [True, False])
 def test_fmn_minimises_the_official_attention_l2_norm(pipe, sets, losses, use_pooler):
     forget, _ = sets
-    cfg = FMNConfig(concept="nude", steps=1, use_pooler=use_pooler, seed=4, quiet=True)
+    cfg = FMNConfig(
+        concept="nude", steps=1, use_pooler=use_pooler, seed=4, use_ti=False, quiet=True
+    )
     unlearn_fmn(pipe, forget, cfg)
     # FMN's stream (shuffled, random crops: tests/test_sd_fmn_reference.py pins it)
     batch = next(forget.cycle(1, shuffle=True, seed=4, transform=FMN_TRANSFORM))
@@ -243,7 +245,7 @@ def test_fmn_defaults_are_the_official_attn_yaml():
         "attn_l2", "full", "adamw", 2e-6, 0.01)  # fmt: skip
     # grad_clip None: the reference's max_grad_norm 1 clips nothing (test_sd_fmn_reference.py)
     assert (cfg.grad_clip, cfg.steps, cfg.batch_size, cfg.use_pooler) == (None, 35, 1, True)
-    assert cfg.use_ti is False  # the one named departure: no textual-inversion stage
+    assert cfg.use_ti is True  # the textual-inversion stage first (tests/test_sd_fmn_ti.py)
 
 
 def test_cli_tiny_then_every_sd_verb_with_a_recipe(tmp_path, capsys):
@@ -268,7 +270,7 @@ def test_cli_tiny_then_every_sd_verb_with_a_recipe(tmp_path, capsys):
         "resolution": 16,
         "data": {"forget": str(tmp_path / "nsfw"), "replacement_prompt": CLOTHED},
         "mask": {"keep": 0.25, "batch_size": 2},
-        "methods": {"fmn": {"concept": "nude", "steps": 1}},
+        "methods": {"fmn": {"concept": "nude", "steps": 1, "ti_steps": 1}},
         "sample": {
             "scheduler": "ddim",
             "steps": 2,

@@ -10,8 +10,13 @@ end-of-text column. It is minimised over the **whole UNet** with AdamW (lr 2e-6,
 (bilinear) and randomly cropped. ``loss="attn_mass"`` keeps salun's earlier variant (the mean
 attention mass on the concept tokens), named as such; it is not the official method.
 
-Deliberate departures (docs/generation.md): no textual-inversion stage (``use_ti`` false; the
-reference learns new concept tokens first), and the reference runs SD 2.1-base.
+With ``use_ti`` (the reference's ``use_ti: true``, the default) a textual-inversion stage
+runs first (:mod:`salun.generation.sd.fmn_ti`, ``src/train_ti.py`` with ``configs/ti.yaml``):
+500 steps learn four new tokens ``<s1>``…``<s4>`` for the concept from its images, and the
+re-steering then takes the prompt "a photo of <s1><s2><s3><s4>" and the attention on those
+four tokens. ``use_ti: false`` re-steers the concept's own word tokens in each image's prompt.
+
+Deliberate departure (docs/generation.md): the reference runs SD 2.1-base.
 
 A custom processor on every ``attn2`` layer computes cross-attention as usual and records
 what the loss needs; no diffusers code is patched.
@@ -28,6 +33,7 @@ import torch
 
 from salun.errors import SalunError
 from salun.generation.sd.data import FMN_TRANSFORM, ImagePromptSet
+from salun.generation.sd.fmn_ti import learn_concept_tokens
 from salun.generation.sd.losses import encode_latents, noisy, predict
 from salun.generation.sd.pipeline import encode_prompts, tokenize
 from salun.generation.sd.train import SDTrainConfig, SDTrainer, trainable_copy
@@ -41,8 +47,9 @@ class FMNConfig(SDTrainConfig):
     """FMN. Beyond :class:`SDTrainConfig`:
 
     Attributes:
-        concept: the word(s) whose tokens lose attention, e.g. "nude" or "tench"; every
-            training prompt must contain them.
+        concept: the word(s) of the concept, e.g. "nude" or "tench". With ``use_ti`` their
+            tokens initialise the learned ones; without, they are the tokens that lose
+            attention, and every training prompt must contain them.
         steps: optimisation steps, cycling over the concept images (official: 35).
         loss: ``attn_l2`` (official: L2 norm of the concept-token attention probabilities)
             or ``attn_mass`` (salun's earlier variant: their mean attention mass).
@@ -53,9 +60,21 @@ class FMNConfig(SDTrainConfig):
         grad_clip: the reference's ``max_grad_norm: 1`` clips nothing when the whole UNet
             trains (its clip gets the parameter generator the optimizer already consumed),
             so the default is None, as it ran; 1.0 clips as its config says.
-        use_ti: the reference's textual-inversion stage (``use_ti: true``: 500 steps that
-            learn new concept tokens, which then are the re-steered ones). salun does not
-            implement it and re-steers the concept's own word tokens; true is an error.
+        use_ti: first learn new concept tokens by textual inversion, then re-steer those
+            in ``ti_prompt`` (official: true). False re-steers ``concept``'s own word tokens
+            in each image's prompt.
+        ti_steps: textual-inversion steps (official ``max_train_steps_ti``: 500).
+        ti_lr: AdamW learning rate of the new token rows, constant (official: 1e-3).
+        ti_weight_decay: AdamW weight decay of the new rows (official ``weight_decay_ti``: 0.1).
+        ti_batch_size: images per inversion step (official: 1).
+        ti_tokens: how many new tokens ``<s1>``… (official: 4). The first rows start as the
+            concept's own tokens (ti.yaml: ``elon|musk``), the rest as random rows.
+        ti_init_std: standard deviation of the random rows (official ``<rand-1>``: 1.0).
+        ti_norm_decay: after each step pull each new row's norm towards 0.4 by
+            min(1, 100·ti_lr) of the gap (official ``clip_ti_decay``: true).
+        ti_prompt: the prompt of both stages, ``{}`` standing for ``<s1><s2><s3><s4>``
+            (official: "a photo of {}", the ``object`` template; "a photo in the style of {}"
+            is its ``style`` one).
     """
 
     params: str = "full"  # official: only_optimize_ca false, the whole UNet
@@ -68,7 +87,16 @@ class FMNConfig(SDTrainConfig):
     steps: int = 35
     loss: str = "attn_l2"
     use_pooler: bool = True
-    use_ti: bool = False
+    # textual inversion: SHI-Labs/Forget-Me-Not a4a81e8 attn.yaml (use_ti) and ti.yaml
+    use_ti: bool = True
+    ti_steps: int = 500  # max_train_steps_ti
+    ti_lr: float = 1e-3  # learning_rate_ti, lr_scheduler constant
+    ti_weight_decay: float = 0.1  # weight_decay_ti
+    ti_batch_size: int = 1  # train_batch_size
+    ti_tokens: int = 4  # placeholder_tokens <s1>|<s2>|<s3>|<s4>
+    ti_init_std: float = 1.0  # initializer_tokens ...|<rand-1>|<rand-1>
+    ti_norm_decay: bool = True  # clip_ti_decay
+    ti_prompt: str = "a photo of {}"  # use_template object
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,10 +106,17 @@ class FMNConfig(SDTrainConfig):
             raise SalunError("steps must be >= 1")
         if self.loss not in LOSSES:
             raise SalunError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.use_ti:
+        for name in ("ti_steps", "ti_batch_size", "ti_tokens"):
+            if getattr(self, name) < 1:
+                raise SalunError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.ti_lr > 0:
+            raise SalunError(f"ti_lr must be a positive number, got {self.ti_lr}")
+        if self.ti_weight_decay < 0 or self.ti_init_std < 0:
+            raise SalunError("ti_weight_decay and ti_init_std must be >= 0")
+        if self.ti_prompt.count("{}") != 1 or self.ti_prompt.count("{") != 1:
             raise SalunError(
-                "use_ti: salun has no textual-inversion stage; FMN re-steers the concept's own "
-                "word tokens (use_ti false, docs/generation.md)"
+                f"ti_prompt must contain {{}} exactly once (where the learned tokens go), "
+                f"got {self.ti_prompt!r}"
             )
 
 
@@ -208,17 +243,30 @@ def unlearn_fmn(
     mask: Mapping[str, torch.Tensor] | None = None,
     inplace: bool = False,
 ) -> tuple[Any, list[float]]:
-    """Train FMN on images of the concept; returns (new UNet, loss history)."""
+    """Train FMN on images of the concept; returns (new UNet, loss history of the
+    re-steering stage).
+
+    With ``cfg.use_ti`` the textual-inversion stage runs first, against the UNet before
+    unlearning; then every batch's prompt is ``cfg.ti_prompt`` with the learned tokens, and
+    their attention (not the concept word's) is re-steered. The pipeline's tokenizer and text
+    encoder are never changed (the stage works on copies)."""
+    unet = trainable_copy(pipe.unet, inplace)
+    view, concept, prompt = pipe, cfg.concept, None
+    if cfg.use_ti:
+        ti = learn_concept_tokens(pipe, forget, cfg, unet=unet)
+        view, concept, prompt = ti.pipe_view(pipe), ti.concept, ti.prompt
     seed_everything(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
-    tr = SDTrainer(trainable_copy(pipe.unet, inplace), cfg, mask=mask)
+    tr = SDTrainer(unet, cfg, mask=mask)
     # the reference's DataLoader(shuffle=True) over RandomCrop(512): a new order each pass
     stream = forget.cycle(cfg.batch_size, shuffle=True, seed=cfg.seed, transform=FMN_TRANSFORM)
     bar = progress(range(cfg.steps), desc="fmn", quiet=cfg.quiet)
     for _ in bar:
         batch = next(stream)
+        if prompt is not None:  # train_attn.py with use_ti: "a photo of <s1><s2><s3><s4>"
+            batch = {**batch, "prompts": [prompt] * len(batch["prompts"])}
         loss = concept_attention_loss(
-            pipe, tr.unet, batch, cfg.concept, g, loss=cfg.loss, use_pooler=cfg.use_pooler
+            view, tr.unet, batch, concept, g, loss=cfg.loss, use_pooler=cfg.use_pooler
         )
         bar.set_postfix(loss=f"{tr.step(loss):.4f}")
         if tr.done():
