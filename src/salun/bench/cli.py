@@ -36,7 +36,8 @@ def add_bench_subcommands(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_options(p, BenchTarget)  # --preset | --config, --out, --no-report
-    # --executor, --ray-address, --device, --quiet, --cpus-per-run, --gpus-per-run, --threads
+    # --executor, --ray-address, --ray-files, --device, --quiet, --cpus-per-run,
+    # --gpus-per-run, --threads
     add_options(p, BenchOptions, skip=("command", "report"))
     add_options(p, PluginOption)  # --plugin MODULE (docs/plugins.md)
     p.set_defaults(handler=cmd_bench)
@@ -62,6 +63,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--executor", args.executor]
     if args.ray_address:
         parts += ["--ray-address", args.ray_address]
+    if args.ray_files != "auto":
+        parts += ["--ray-files", args.ray_files]
     if args.cpus_per_run != 1:
         parts += ["--cpus-per-run", f"{args.cpus_per_run:g}"]
     if args.gpus_per_run is not None:
@@ -80,6 +83,9 @@ def _config(args: argparse.Namespace) -> BenchConfig:
     return load_config(args.config)
 
 
+NO_REPORT = "move it away, or run salun bench with --no-report"
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Handler of ``salun bench``."""
     if args.ray_address and args.executor != "ray":
@@ -93,6 +99,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     load_plugins(args.plugin or ())  # before the config names their methods
     cfg = _config(args)
+    if not args.no_report:  # a report.md / report.html of the user's: refused before training
+        from salun.report.build import check_report_outputs
+
+        check_report_outputs(Path(args.out), cfg.name, refusal=NO_REPORT)
     options = options_from_args(
         args, BenchOptions, command=command_line(args), report=not args.no_report
     )
@@ -116,12 +126,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Handler of ``salun report``."""
     from salun.bench.lock import report_lock
-    from salun.bench.session import read_bench
     from salun.report import write_report
+    from salun.report.inputs import read_bench_json
 
     if not Path(args.dir).is_dir():
         raise SalunError(f"{args.dir} is not a folder; pass the --out folder of salun bench")
-    read_bench(args.dir)  # not a benchmark folder: nothing is written into it
+    read_bench_json(Path(args.dir))  # not a (sound) benchmark folder: nothing written into it
     # a running benchmark may be adding records: the report reads complete records only
     # (each is written atomically) and takes turns with the benchmark's own final report
     with report_lock(args.dir):

@@ -7,7 +7,6 @@ the folder can be moved or served as is.
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 import stat
@@ -27,8 +26,6 @@ from salun.bench.aggregate import (
     summarize,
 )
 from salun.bench.config import parse_protocol
-from salun.bench.session import read_bench_live
-from salun.bench.store import read_records
 from salun.errors import SalunError
 from salun.io import Claim, atomic_write_text, claim
 from salun.outputs import is_salun_png
@@ -43,14 +40,17 @@ from salun.report.explain import (
     missing_text,
     verdict,
 )
+from salun.report.inputs import read_bench_json, read_checked_records
 from salun.report.tables import (
     EDGE_NOTE,
+    ORIGINAL_LABEL,
     Table,
     fmt,
     fmt_ci,
     fmt_lr,
     fmt_stat,
     interval_table,
+    original_row,
     rank_table,
     table1,
     to_html,
@@ -84,7 +84,9 @@ def write_report(root: str | Path, *, overwrite: bool = False) -> dict[str, Path
         >>> write_report("results/ci")
     """
     root = Path(root)
-    bench = read_bench_live(root)  # a session that died shows as died
+    # every input is checked before anything is drawn or written (report/inputs.py): a
+    # damaged file is one error naming it, a run without a finite result a failed run
+    bench = read_bench_json(root)  # a session that died shows as died
     name = str(bench["config"]["name"])
     own_plots = _check_report_outputs(root, name, overwrite)  # before anything is written
     records = load_records(root)
@@ -140,7 +142,17 @@ def _replaceable_report(p: Path, name: str, overwrite: bool) -> bool:
     return _kind_of(p) == "file" and (overwrite or _is_our_report(p, name))
 
 
-def _check_report_outputs(root: Path, name: str, overwrite: bool) -> set[Path]:
+def check_report_outputs(root: Path, name: str, *, refusal: str) -> None:
+    """Refuse, before a benchmark ``name`` starts in ``root``, a ``report.md``,
+    ``report.html`` or ``plots/*.png`` that salun did not write there: the report at the
+    benchmark's end would refuse it after all the training (``refusal``: what to do)."""
+    if root.is_dir():
+        _check_report_outputs(root, name, False, refusal)
+
+
+def _check_report_outputs(
+    root: Path, name: str, overwrite: bool, refusal: str = _REFUSAL
+) -> set[Path]:
     """Refuse (nothing written) when report.md, report.html or a PNG in plots/ is not
     salun's and ``overwrite`` is off; returns the PNGs that are salun's (tagged, or shown
     by a report of ours), the only ones stale-plot removal may delete."""
@@ -154,7 +166,7 @@ def _check_report_outputs(root: Path, name: str, overwrite: bool) -> set[Path]:
         if not overwrite and not _is_our_report(p, name):
             raise SalunError(
                 f"refusing to replace {p}: salun did not write it (it lacks salun's last "
-                f"line); {_REFUSAL}"
+                f"line); {refusal}"
             )
     shown = ""
     if _is_our_report(root / "report.md", name):
@@ -165,21 +177,16 @@ def _check_report_outputs(root: Path, name: str, overwrite: bool) -> set[Path]:
             own.add(f.resolve())
         elif not overwrite:
             raise SalunError(
-                f"refusing to write the report's plots: {f} was not written by salun; {_REFUSAL}"
+                f"refusing to write the report's plots: {f} was not written by salun; {refusal}"
             )
     return own
 
 
 def load_records(root: Path) -> list[dict]:
-    """The records of a benchmark folder: the per-run files, or, for a committed copy that
-    keeps only ``results.jsonl`` (runs/ and models/ left out of the repository), that file."""
-    jsonl = root / "results.jsonl"
-    if not (root / "runs").is_dir() and jsonl.is_file():
-        try:
-            return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-        except json.JSONDecodeError as e:
-            raise SalunError(f"{jsonl} is corrupted: {e}") from None
-    return read_records(root)
+    """The records of a benchmark folder, checked (see :mod:`salun.report.inputs`): the
+    per-run files, or, for a committed copy that keeps only ``results.jsonl`` (runs/ and
+    models/ left out of the repository), that file."""
+    return read_checked_records(root)
 
 
 def _remove_stale_plots(root: Path, blocks: list, own: set[Path]) -> None:
@@ -223,7 +230,7 @@ def _blocks(root: Path, bench: Mapping[str, Any], records: list[dict]) -> list[B
     }
     out += _says_blocks(tables, missing)
     out += metric_blocks(root)
-    out += _reading_blocks(root, cfg, tables)
+    out += _reading_blocks(root, cfg, tables, records)
     plots_dir = root / "plots"
     for scenario in scenarios:
         out.append(("h", 2, f"Scenario {scenario}"))
@@ -237,7 +244,8 @@ def _blocks(root: Path, bench: Mapping[str, Any], records: list[dict]) -> list[B
             out.append(("h", 3, f"{scenario} — protocol {p}"))
             out.append(("p", _protocol_text(cfg, p)))
             out.append(("p", _ranking_text(rows)))
-            out.append(("table", table1(rows, missing=gone)))
+            start = original_row(records, rows)
+            out.append(("table", table1(rows, missing=gone, start=start)))
             if gone:
                 out.append(("p", missing_text(gone)))
             if n >= 2:
@@ -324,7 +332,7 @@ def _says_blocks(tables: Mapping[str, Mapping], missing: Mapping) -> list[Block]
 
 
 def _reading_blocks(
-    root: Path, cfg: Mapping[str, Any], tables: Mapping[str, Mapping]
+    root: Path, cfg: Mapping[str, Any], tables: Mapping[str, Mapping], records: list[dict]
 ) -> list[Block]:
     n = max((n_seeds(rows) for t in tables.values() for rows in t.values()), default=0)
     text = (
@@ -336,6 +344,20 @@ def _reading_blocks(
         "per-seed differences contains 0). RTE in seconds. How to read this: "
         f"{doc_link(root, 'benchmarks.md')}."
     )
+    refs = [r for r in records if r["kind"] == "retrain" and r["status"] == "ok"]
+    if refs and all(isinstance(r.get("original_metrics"), dict) for r in refs):
+        text += (
+            f" **{ORIGINAL_LABEL}**: the model before unlearning, evaluated on the same split "
+            "the same way (recorded with Retrain): the starting point every method moves "
+            "from, with its distance to Retrain; it is not ranked. A method whose cells "
+            "equal it has not changed the model."
+        )
+    elif refs:
+        text += (
+            " These records do not hold the original model's UA/RA/TA/MIA on each split "
+            "(salun bench records them with Retrain since this report's Original row was "
+            "added), so the tables have no Original row."
+        )
     out: list[Block] = [("h", 2, "How to read the tables"), ("p", text)]
     if n < 2:
         out.append(
