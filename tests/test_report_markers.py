@@ -53,3 +53,25 @@ def test_audit_refuses_a_users_report_before_training(tmp_path, capsys):
     assert len(err) == 1 and "salun did not write it" in err[0] and "report.md" in err[0]
     assert (out / "report.md").read_text() == mine
     assert not (out / "audit.json").exists() and not (out / "shadows").exists()  # no work
+
+
+@pytest.mark.parametrize("name", ["report.md", "report.html", "plots/mine.png"])
+def test_bench_refuses_a_users_report_before_any_training(tmp_path, name):
+    """The real command: refused at once (not after the whole benchmark), nothing written."""
+    out = tmp_path / "b"
+    (out / "plots").mkdir(parents=True)
+    mine = b"my notes\n" if not name.endswith(".png") else b"\x89PNG\r\n\x1a\n mine"
+    (out / name).write_bytes(mine)
+    proc = subprocess.run(
+        [sys.executable, "-m", "salun", "bench", "--preset", "ci", "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert err[0].startswith("salun: error: ") and Path(name).name in err[0]
+    assert "--no-report" in err[0]
+    assert (out / name).read_bytes() == mine
+    for made in ("bench.json", "runs", "models", "splits", "results.jsonl"):
+        assert not (out / made).exists(), made  # no training, no benchmark folder

@@ -24,7 +24,7 @@ import numpy as np
 
 from salun.bench.audit_stage import audit_task_count, check_audits, run_audits
 from salun.bench.config import BenchConfig, MethodEntry
-from salun.bench.executors import EXECUTORS, Executor, make_executor
+from salun.bench.executors import EXECUTORS, RAY_FILES, Executor, make_executor
 from salun.bench.folder import claim_bench_folder
 from salun.bench.lock import BenchLock, describe_holder, report_lock
 from salun.bench.plan import (
@@ -74,6 +74,10 @@ class BenchOptions:
     Attributes:
         executor: local (default) or ray
         ray_address: an existing Ray cluster (default: a local 2-CPU one)
+        ray_files: Ray: how workers get a run's files: object-store (through Ray; no
+            shared folder needed), shared (the --out folder at the same path on every
+            node) or auto (default: shared for a local Ray, object-store with
+            --ray-address)
         device: auto (default), cpu or cuda[:N]
         quiet: no progress bars or per-run lines
         cpus_per_run: Ray: CPUs per run (default 1)
@@ -87,6 +91,7 @@ class BenchOptions:
 
     executor: str = option("local", choices=EXECUTORS)
     ray_address: str | None = None
+    ray_files: str = option("auto", choices=RAY_FILES)
     device: str = "auto"
     quiet: bool = False
     cpus_per_run: float = 1
@@ -161,6 +166,7 @@ class _Runner:
                 address=self.opt.ray_address,
                 cpus_per_run=self.opt.cpus_per_run,
                 gpus_per_run=self._gpus_per_run(),
+                files=self.opt.ray_files,
             )
             self.session = Session(self.out, cfg, self._session_info())
         except BaseException:
@@ -557,7 +563,7 @@ class _Runner:
             },
             **{
                 k: result[k]
-                for k in ("cached", "via", "history", "best_epoch", "traceback")
+                for k in ("cached", "via", "history", "best_epoch", "traceback", "original_metrics")
                 if k in result
             },
         }

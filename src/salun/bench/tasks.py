@@ -2,15 +2,20 @@
 
 Workers read inputs from the benchmark folder (split files, cached models) and return
 plain dicts; only the driver writes records. Models are cached with ``save_model``
-(atomic folders), so a killed run leaves either a complete model or none.
+(atomic folders), so a killed run leaves either a complete model or none. On a cluster
+without a shared folder the "benchmark folder" a task sees is a private scratch copy of
+its inputs and the dataset comes from Ray's object store (``transfer.py``,
+:func:`remote_context`); the task's code is the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -30,10 +35,41 @@ from salun.utils import device_name, git_commit, resolve_device, seed_everything
 RETRAIN_METHOD = "retrain"
 
 
-@functools.lru_cache(maxsize=2)
+# Set by remote_context while a task runs on a worker that cannot see the benchmark folder:
+_SHIPPED: dict[str, Any] = {}
+
+
 def bundle_for(dataset: str, root: str | None) -> DataBundle:
-    """The dataset, loaded once per process (a worker runs many tasks)."""
+    """The dataset, loaded once per process (a worker runs many tasks), or the copy the
+    driver shipped through Ray's object store."""
+    shipped = _SHIPPED.get("bundle")
+    if shipped is not None:
+        return shipped
+    return _loaded_bundle(dataset, root)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded_bundle(dataset: str, root: str | None) -> DataBundle:
     return load_dataset(dataset, root)
+
+
+@contextlib.contextmanager
+def remote_context(*, bench_out: str, scratch: str, bundle: DataBundle) -> Iterator[None]:
+    """Run tasks whose ``out`` is ``scratch`` (a copy of their inputs) as if in
+    ``bench_out``: paths recorded in model folders name the benchmark folder, and the
+    dataset is ``bundle``, whatever ``dataset``/``data_root`` would load here."""
+    _SHIPPED.update(bundle=bundle, alias=(scratch, bench_out))
+    try:
+        yield
+    finally:
+        _SHIPPED.clear()
+
+
+def bench_path(task: Task, rel: str) -> str:
+    """``rel`` inside the benchmark folder, as recorded (the driver's path, also when the
+    task runs in a worker's scratch copy)."""
+    scratch, bench_out = _SHIPPED.get("alias", (None, None))
+    return str(Path(bench_out if task.out == scratch else task.out) / rel)
 
 
 def retrain_via() -> dict[str, Any]:
@@ -101,7 +137,7 @@ def _folder_meta(task: Task, bundle, split, out: dict, recipe) -> dict[str, Any]
         "data_spec": task.bench.dataset,
         "classes": list(bundle.classes),
         "train": asdict(recipe),
-        "split_file": str(task.path(task.split_file)),
+        "split_file": bench_path(task, task.split_file),
         "split_hash": split.hash,
         "seed": task.seed,
     }
@@ -198,6 +234,11 @@ def run_retrain(task: Task, device: torch.device) -> dict[str, Any]:
         "config": config,
         "via": via["method"] or via["trainer"],
     }
+    # the starting point on the same split, evaluated the same way: the report's Original row
+    start, _ = load_model(task.path(task.original_dir), device)
+    out["original_metrics"] = evaluate_unlearning(
+        start, bundle, split, device=device, mia_features=task.bench.mia_features
+    )
     save_model(folder, model, _kwargs(task, bundle), _folder_meta(task, bundle, split, out, recipe))
     return {**out, "cached": False}
 

@@ -6,7 +6,7 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 
-from salun.bench.aggregate import Row, Stat, n_seeds
+from salun.bench.aggregate import Row, Stat, mean_std, n_seeds
 from salun.metrics import GAP_METRICS
 
 Table = tuple[list[str], list[list[str]]]
@@ -48,17 +48,63 @@ def lr_cell(r: Row) -> str:
     return cell
 
 
+ORIGINAL_LABEL = "Original (start, not ranked)"
+
+
+def original_row(records: Sequence[Mapping], rows: Sequence[Row]) -> Row | None:
+    """The original model (before unlearning) on a table's split: its UA/RA/TA/MIA as
+    Retrain's record of each seed holds them (``original_metrics``, evaluated on the same
+    split the same way), mean ± std over the seeds of the table's Retrain row, with the gap
+    of each mean to Retrain's mean. None when a seed's record lacks them (benchmarks of
+    salun versions before the row) or holds a value that is not finite."""
+    ref = next((r for r in rows if r.method == "retrain"), None)
+    if ref is None:
+        return None
+    by_seed = {
+        rec["seed"]: rec.get("original_metrics")
+        for rec in records
+        if rec.get("kind") == "retrain"
+        and rec.get("status") == "ok"
+        and rec.get("scenario") == ref.scenario
+        and rec.get("seed") in ref.seeds
+    }
+    vals = [by_seed.get(s) for s in ref.seeds]
+    if not vals or any(
+        not isinstance(v, Mapping) or not all(_finite(v.get(m)) for m in GAP_METRICS) for v in vals
+    ):
+        return None
+    stats = {m: mean_std(v[m] for v in vals) for m in GAP_METRICS}
+    gaps = {m: abs(stats[m].mean - ref.metrics[m].mean) for m in GAP_METRICS}
+    return Row(
+        scenario=ref.scenario,
+        method="original",
+        seeds=ref.seeds,
+        metrics=stats,
+        gaps=gaps,
+        avg_gap=sum(gaps.values()) / len(gaps),
+        avg_gap_trials=mean_std([]),
+        rte=mean_std([]),
+    )
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def table1(
     rows: Sequence[Row],
     metrics: Sequence[str] = GAP_METRICS,
     missing: Mapping[str, str] | None = None,
+    start: Row | None = None,
 ) -> Table:
     """Method | UA | RA | TA | MIA | Avg. Gap | Avg. Gap per seed | vs best | rank | RTE |
     lr | n — Table 1's layout, plus the per-seed Avg. Gap with its 95 % interval and the
     tie mark. With one seed the per-seed Avg. Gap equals the Avg. Gap, nothing can be
     tied and every row has n = 1, so those three columns are left out. ``missing``: the
     configured methods without a result (label: reason), each a row of dashes marked
-    ``failed`` or ``no run``, so that no method vanishes silently."""
+    ``failed`` or ``no run``, so that no method vanishes silently. ``start``: the original
+    model's row (see :func:`original_row`), shown after Retrain as the starting point, with
+    its gaps to Retrain but no rank."""
     many = n_seeds(rows) >= 2
     header = ["Method", *metrics, "Avg. Gap"]
     header += ["Avg. Gap per seed", "vs best"] if many else []
@@ -75,6 +121,12 @@ def table1(
             cells += ["—" if ref else per_seed, "—" if ref else TIE_MARK[r.tie]]
         cells += ["—" if ref or r.rank is None else str(r.rank), fmt_stat(r.rte), lr_cell(r)]
         body.append(cells + ([str(len(r.seeds))] if many else []))
+        if ref and start is not None:
+            cells = [ORIGINAL_LABEL]
+            cells += [fmt_stat(start.metrics[m], start.gaps.get(m)) for m in metrics]
+            cells.append(fmt(start.avg_gap))
+            cells += ["—", "—"] if many else []
+            body.append(cells + ["—", "—", "—"] + ([str(len(start.seeds))] if many else []))
     for label, why in (missing or {}).items():
         mark = "no run" if why.startswith("no run") else "failed"
         cells = [label, *("—" for _ in metrics), "—"] + (["—", "—"] if many else [])
