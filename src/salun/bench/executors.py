@@ -13,6 +13,23 @@ its own places (``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names, or
 
 Methods of the user's own modules (docs/plugins.md) are imported by each Ray worker before
 its task runs (:func:`execute_with_plugins`); the local executor shares the driver's.
+
+How Ray workers get a run's files (``--ray-files``, docs/benchmarks.md):
+
+- ``shared``: they read and write the benchmark folder itself, which must then be at the
+  same path on every node (a local instance, or a cluster with a shared file system);
+- ``object-store``: nothing on a worker touches the folder. The dataset's tensors, each
+  split, each model a later run starts from, go into Ray's object store once
+  (``ray.put``); a task returns the files it wrote with its result, and the driver alone
+  writes them into the folder before the record (``transfer.py``);
+- ``auto`` (default): ``shared`` for a local instance started here, ``object-store`` for
+  a cluster named by ``--ray-address``.
+
+A worker process or node that dies is Ray's to retry (:data:`RAY_MAX_RETRIES` times, on
+any node with room); once no node of the cluster can run a task any more (the worker
+nodes are gone), the bench stops after :data:`RAY_NO_NODE_WAIT_S` with one clear line
+instead of waiting forever. Either way no record is written for an unfinished run, and
+rerunning the command resumes.
 """
 
 from __future__ import annotations
@@ -22,18 +39,35 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
-from salun.bench.plan import Task
-from salun.bench.tasks import execute
+from salun.bench.plan import AUDIT, Task
+from salun.bench.tasks import bundle_for, execute
+from salun.bench.transfer import (
+    FILES_KEY,
+    pack,
+    run_shipped,
+    shipped_bundle,
+    task_inputs,
+    write_outputs,
+)
 from salun.errors import SalunError
 from salun.methods.plugins import load_in_worker, loaded_plugins
 
 OnDone = Callable[[Task, dict[str, Any]], None]
 EXECUTORS = ("local", "ray")
+SHARED, OBJECT_STORE, AUTO = "shared", "object-store", "auto"
+RAY_FILES = (AUTO, SHARED, OBJECT_STORE)
 RAY_PROBE_TIMEOUT_S = 5.0  # the TCP probe of --ray-address
 RAY_CONNECT_TIMEOUT_S = 30.0  # the whole ray.init on an existing cluster
+RAY_MAX_RETRIES = 2  # a run whose worker process or node died is run again this often
+# How long runs may wait with no node able to take them (the worker nodes died or left)
+# before the bench stops; an autoscaling cluster starting nodes needs minutes.
+RAY_NO_NODE_WAIT_S = float(os.environ.get("SALUN_RAY_NO_NODE_WAIT_S", 300))
+RAY_POLL_S = 2.0  # how often the driver looks at the cluster while runs are pending
 
 
 class Executor(Protocol):
@@ -70,9 +104,9 @@ class RayExecutor:
             local instance with ``local_cpus`` CPUs, stopped again by :meth:`close`.
         cpus_per_run, gpus_per_run: the resources each run requests.
         local_cpus: CPUs of the local instance.
-
-    The benchmark folder must be visible to every worker at the same path (a local
-    instance, or a shared file system on a cluster): workers read splits and models there.
+        files: how workers get a run's files: ``shared`` (the benchmark folder at the same
+            path on every node), ``object-store`` (through Ray; no shared folder needed) or
+            ``auto`` (shared for a local instance, object-store with ``address``).
     """
 
     name = "ray"
@@ -83,7 +117,10 @@ class RayExecutor:
         cpus_per_run: float = 1,
         gpus_per_run: float = 0,
         local_cpus: int = 2,
+        files: str = AUTO,
     ) -> None:
+        if files not in RAY_FILES:
+            raise SalunError(f"--ray-files {files!r}: choose one of {', '.join(RAY_FILES)}")
         try:
             import ray
         except ImportError:
@@ -115,36 +152,128 @@ class RayExecutor:
                 ray.init(address="local", num_cpus=local_cpus, **kwargs)
                 self._started = True
         self.address = address
+        self.files = files if files != AUTO else (OBJECT_STORE if address else SHARED)
         self.cpus_per_run, self.gpus_per_run = cpus_per_run, gpus_per_run
-        self._remote = ray.remote(execute_with_plugins).options(
-            num_cpus=cpus_per_run, num_gpus=gpus_per_run
+        entry = run_shipped_with_plugins if self.files == OBJECT_STORE else execute_with_plugins
+        self._remote = ray.remote(entry).options(
+            num_cpus=cpus_per_run,
+            num_gpus=gpus_per_run,
+            max_retries=RAY_MAX_RETRIES,  # a dead worker process or node: run it again
+            retry_exceptions=False,  # an error of the run itself is not retried
         )
+        self._refs: dict[str, Any] = {}  # object-store mode: bench path -> its ObjectRef
+        self._bundles: dict[tuple[str, str | None], Any] = {}
 
     def run(self, tasks: Sequence[Task], on_done: OnDone) -> None:
         ray = self._ray
         plugins = loaded_plugins()  # loaded by the driver before the bench began
         modules = [p.module for p in plugins]
         folders = [p.path for p in plugins]
-        pending = {self._remote.remote(t, modules, folders): t for t in tasks}
+        pending = {self._submit(t, modules, folders): t for t in tasks}
+        stuck_since: float | None = None
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=RAY_POLL_S)
+                if not ready:
+                    stuck_since = self._watch(pending.values(), stuck_since)
+                    continue
+                stuck_since = None
                 for ref in ready:
                     task = pending.pop(ref)
-                    on_done(task, self._get(ref))
+                    result = self._get(ref, task)
+                    if self.files == OBJECT_STORE:
+                        self._place(task, result.pop(FILES_KEY, {}))
+                    on_done(task, result)
         except BaseException:
             for ref in pending:  # a killed driver should not leave work running
-                ray.cancel(ref, force=True)
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
             raise
 
-    def _get(self, ref) -> dict[str, Any]:
+    # ---- object-store mode -------------------------------------------------------
+    def _submit(self, task: Task, modules: list[str], folders: list[str | None]):
+        if self.files != OBJECT_STORE:
+            return self._remote.remote(task, modules, folders)
+        out = Path(task.out)
+        inputs = [ref for rel in task_inputs(task) if (ref := self._input(out, rel)) is not None]
+        return self._remote.remote(task, modules, folders, [self._bundle(task)], *inputs)
+
+    def _input(self, out: Path, rel: str):
+        """The ObjectRef of bench path ``rel`` (put once), or None when it does not exist."""
+        if rel not in self._refs:
+            files = pack(out, rel)
+            if files is None:
+                return None
+            self._refs[rel] = self._ray.put(files)
+        return self._refs[rel]
+
+    def _bundle(self, task: Task):
+        """The dataset's tensors in the object store, put once per dataset."""
+        spec = task.audit if task.kind == AUDIT else task.bench
+        key = (spec.dataset, spec.data_root)
+        if key not in self._bundles:
+            self._bundles[key] = self._ray.put(bundle_for(*key))
+        return self._bundles[key]
+
+    def _place(self, task: Task, files: dict[str, bytes]) -> None:
+        """Write what the task made into the benchmark folder (before its record), and
+        forget the stale object-store copies of the paths it changed."""
+        written = write_outputs(Path(task.out), files)
+        for rel in list(self._refs):
+            if any(w == rel or w.startswith(rel.rstrip("/") + "/") for w in written):
+                del self._refs[rel]
+
+    # ---- results and failures ----------------------------------------------------
+    def _get(self, ref, task: Task) -> dict[str, Any]:
+        ex = self._ray.exceptions
         try:
             return self._ray.get(ref)
-        except self._ray.exceptions.RayTaskError as e:
+        except ex.RayTaskError as e:
             cause = getattr(e, "cause", None)
             if isinstance(cause, SalunError):  # a user error inside a worker stays one
                 raise cause from None
             raise
+        except ex.RayError as e:  # the worker process or its node died, an object was lost
+            raise SalunError(
+                f"run {task.key} did not finish on the Ray cluster: {type(e).__name__} "
+                f"({_first_line(e)[:200]}) after {RAY_MAX_RETRIES} retries; no record was "
+                "written for it: rerun the same command to resume"
+            ) from None
+
+    def _watch(self, tasks: Iterable[Task], stuck_since: float | None) -> float | None:
+        """Stop waiting once no alive node can run a task for :data:`RAY_NO_NODE_WAIT_S`."""
+        if self._some_node_fits():
+            return None
+        now = time.monotonic()
+        if stuck_since is None:
+            return now
+        if now - stuck_since < RAY_NO_NODE_WAIT_S:
+            return stuck_since
+        keys = sorted(t.key for t in tasks)
+        raise SalunError(
+            f"no node of the Ray cluster at {self.address or 'local'} can take a run "
+            f"({self._request()}) for {RAY_NO_NODE_WAIT_S:g} s: its worker nodes died or left; "
+            f"{len(keys)} run(s) unfinished (e.g. {keys[0]}), no record written for them: "
+            "rerun the same command to resume once the cluster has such a node "
+            "(SALUN_RAY_NO_NODE_WAIT_S sets how long to wait)"
+        )
+
+    def _request(self) -> str:
+        return f"{self.cpus_per_run:g} CPU" + (
+            f", {self.gpus_per_run:g} GPU" if self.gpus_per_run else ""
+        )
+
+    def _some_node_fits(self) -> bool:
+        try:
+            nodes = self._ray.nodes()
+        except Exception:  # the head itself is unreachable: Ray's own errors will say so
+            return True
+        need = {"CPU": self.cpus_per_run, "GPU": self.gpus_per_run}
+        return any(
+            n.get("Alive")
+            and all(n.get("Resources", {}).get(r, 0) >= v for r, v in need.items() if v)
+            for n in nodes
+        )
 
     def info(self) -> dict[str, Any]:
         return {
@@ -154,6 +283,7 @@ class RayExecutor:
             "cluster_resources": self._ray.cluster_resources(),
             "cpus_per_run": self.cpus_per_run,
             "gpus_per_run": self.gpus_per_run,
+            "ray_files": self.files,
         }
 
     def close(self) -> None:
@@ -168,6 +298,23 @@ def execute_with_plugins(
     run the task. A worker process keeps them loaded for its later tasks."""
     load_in_worker(modules, folders)
     return execute(task)
+
+
+def run_shipped_with_plugins(
+    task: Task,
+    modules: Sequence[str],
+    folders: Sequence[str | None],
+    bundle: Sequence[Any],
+    *inputs: dict[str, bytes],
+) -> dict[str, Any]:
+    """A Ray worker's entry in object-store mode: the plugins, then the task in a scratch
+    copy of its ``inputs`` (resolved by Ray from the object store) with the dataset of
+    ``bundle`` (a one-element list holding its ObjectRef, fetched once per process); the
+    result carries the files the task wrote (``transfer.run_shipped``)."""
+    import ray
+
+    load_in_worker(modules, folders)
+    return run_shipped(task, shipped_bundle(ray, bundle), inputs)
 
 
 def token_hint() -> str:
@@ -257,12 +404,15 @@ def make_executor(
     address: str | None = None,
     cpus_per_run: float = 1,
     gpus_per_run: float = 0,
+    files: str = AUTO,
 ) -> Executor:
-    """``local`` or ``ray``."""
+    """``local`` or ``ray`` (``files``: see :class:`RayExecutor`)."""
     if name == "local":
         if address:
             raise SalunError("--ray-address needs --executor ray")
+        if files != AUTO:
+            raise SalunError("--ray-files needs --executor ray")
         return LocalExecutor()
     if name == "ray":
-        return RayExecutor(address, cpus_per_run, gpus_per_run)
+        return RayExecutor(address, cpus_per_run, gpus_per_run, files=files)
     raise SalunError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
