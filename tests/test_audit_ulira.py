@@ -233,6 +233,22 @@ def test_global_variance_pools_over_the_scored_targets_of_the_pair(audited):
     assert su[k, i] == pytest.approx(want, rel=1e-9)
 
 
+def test_fixed_variance_is_the_std_of_every_unlearned_fit_of_the_pair(audited):
+    _, out, _, _ = audited
+    refs, recs = _records(out, "original")
+    su, sr, scored = per_shadow_scores(*_inputs(refs, recs), variance="fixed")
+    k = int(np.argmax(scored.sum(1)))
+    lists = _expected_lists(refs, recs, k)
+    flat = [v for i, (ins, _) in enumerate(lists) if scored[k, i] for v in ins]
+    m = sum(flat) / len(flat)
+    sd = math.sqrt(sum((v - m) ** 2 for v in flat) / len(flat))  # ddof 0, both sides
+    for i in np.flatnonzero(scored[k])[:3]:
+        ins, outs = lists[i]
+        mu_u, mu_r = sum(ins) / len(ins), sum(outs) / len(outs)
+        x = refs[k]["phi_all"][refs[k]["forget"][i]]  # R_k on the target
+        assert sr[k, i] == pytest.approx(_gauss(x, mu_u, sd) - _gauss(x, mu_r, sd), rel=1e-9)
+
+
 def test_summary_scores_the_pairs_and_names_the_protocol(audited):
     cfg, out, summary, _ = audited
     refs, recs = _records(out, "original")
