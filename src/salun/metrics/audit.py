@@ -17,8 +17,9 @@ interval (pairs and examples resampled independently, since scores share both).
 
 A method that unlearns like Retrain gives AUC ≈ 0.5; the untouched original gives AUC ≫ 0.5
 when it memorises its training data. Hayes et al. (2024) introduced this evaluation for
-unlearning (U-LiRA); this module is a compact version of it (fixed forget set, one pair
-per shadow half), not a reproduction.
+unlearning (U-LiRA). The audit's default (``forget_sets: fixed``) keeps one forget set and
+one pair per shadow half; ``per_shadow`` draws a fresh forget set per shadow as U-LiRA does
+(salun/audit/ulira.py). Both score with the functions here.
 """
 
 from __future__ import annotations
