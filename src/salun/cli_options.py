@@ -200,7 +200,7 @@ class TuneOptions:
 
 @dataclass(frozen=True)
 class PluginOption:
-    """``--plugin MODULE`` of ``salun unlearn | methods | bench`` (docs/plugins.md).
+    """``--plugin MODULE`` of ``salun unlearn | tune | methods | bench`` (docs/plugins.md).
 
     Attributes:
         plugin: a module of your own that registers methods, e.g. my_pkg.my_methods;

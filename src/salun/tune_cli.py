@@ -19,7 +19,7 @@ register_kind("tune", is_dir=False, what="salun tune report", recognise=_json_fo
 
 def add_tune_subcommands(sub) -> None:
     from salun.cli import _common
-    from salun.cli_options import DataOption, TuneOptions
+    from salun.cli_options import DataOption, PluginOption, TuneOptions
     from salun.config_cli import add_options
     from salun.outputs import add_overwrite_flag
 
@@ -29,6 +29,7 @@ def add_tune_subcommands(sub) -> None:
     add_options(p, TuneOptions)
     add_overwrite_flag(p)
     add_options(p, DataOption)
+    add_options(p, PluginOption)  # methods of the user's own modules (docs/plugins.md)
     _common(p)
     p.set_defaults(handler=cmd_tune)
 
@@ -59,10 +60,12 @@ def cmd_tune(args) -> None:
     from salun.artifacts import load_model
     from salun.io import atomic_write_json
     from salun.methods import make_config
+    from salun.methods.plugins import load_plugins, plugin_record
     from salun.outputs import claim_output
     from salun.tune import tune
     from salun.workflows import load_for_split
 
+    load_plugins(args.plugin or ())  # before the method is looked up, as salun unlearn
     settings = parse_settings(args.set)
     make_config(args.method, settings)  # bad settings fail before any file is read
     claim_output(args.out, "tune", overwrite=args.overwrite,
@@ -101,10 +104,14 @@ def cmd_tune(args) -> None:
         "split_hash": split.hash,
         "data_spec": spec,
     }
+    if plugin := plugin_record(res.method):  # a method of the user's own module
+        report["plugin"] = plugin
     atomic_write_json(args.out, report)
     print(res.markdown(), file=sys.stderr)
     print(
-        f"wrote {args.out}; run the pick with: salun unlearn --model {args.model} --forget "
+        f"wrote {args.out}; run the pick with: salun unlearn"
+        + "".join(f" --plugin {m}" for m in args.plugin or ())
+        + f" --model {args.model} --forget "
         f"{args.forget} --method {res.method} --{res.field.replace('_', '-')} {res.value:g}"
         + "".join(f" --{k.replace('_', '-')} {v}" for k, v in settings.items())
         + " --out OUT",
