@@ -26,7 +26,7 @@ from salun.errors import SalunError
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def small_config():
+def small_raw() -> dict:
     """The ci preset cut to one scenario, FT and SalUn (SalUn also writes its mask), and
     the paper protocol: original, Retrain, two runs."""
     raw = yaml.safe_load(preset_path("ci").read_text())
@@ -35,7 +35,11 @@ def small_config():
     del raw["tune_seeds"]
     raw["methods"] = {k: raw["methods"][k] for k in ("ft", "salun")}
     raw["original"]["epochs"] = 8
-    return parse_config(raw, "ray-small")
+    return raw
+
+
+def small_config():
+    return parse_config(small_raw(), "ray-small")
 
 
 class Ref:
