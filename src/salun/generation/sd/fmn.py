@@ -113,7 +113,8 @@ class FMNConfig(SDTrainConfig):
             raise SalunError(f"ti_lr must be a positive number, got {self.ti_lr}")
         if self.ti_weight_decay < 0 or self.ti_init_std < 0:
             raise SalunError("ti_weight_decay and ti_init_std must be >= 0")
-        if self.ti_prompt.count("{}") != 1 or self.ti_prompt.count("{") != 1:
+        braces = (self.ti_prompt.count("{"), self.ti_prompt.count("}"))
+        if "{}" not in self.ti_prompt or braces != (1, 1):
             raise SalunError(
                 f"ti_prompt must contain {{}} exactly once (where the learned tokens go), "
                 f"got {self.ti_prompt!r}"
