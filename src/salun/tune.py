@@ -29,6 +29,7 @@ says why the pick won. Golatkar et al. (CVPR 2020) and Kurmanji et al. (SCRUB, N
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,10 +159,7 @@ def tune(
         raise SalunError("tune needs test=: held-out data is what it measures forgetting by")
     f, r, t = _prepare({"forget": forget, "retain": retain, "test": test}, False, None)
     scenario = scenario or detect_scenario(f.labels, r.labels)
-    if scenario == "class":  # TA and the attack's non-members: the remaining classes only
-        t = t.subset(np.flatnonzero(~np.isin(t.labels.numpy(), f.labels.unique().numpy())))
-    if len(t) < 2:
-        raise SalunError("the test set holds fewer than 2 examples of the retained classes")
+    t = _held_out(t, f, scenario)
     kw = {"normalize": normalize, "device": device, "seed": seed}
     if scenario == "random" and retrain is None:  # the model must know D_f better than t
         from salun.guards import check_forget_was_trained
@@ -171,22 +169,128 @@ def tune(
         work = adapt_model(clone_model(model), normalize)
         check_forget_was_trained(work, f, t, model_device(work))
     ref, t_eval, target = _reference(model, f, r, t, scenario, retrain, kw)
-    rows, best = [], None
+    rows: list[dict[str, Any]] = []
+    best, chosen = None, None
     for v in values:
         res = unlearn(
             model, f, r, method, normalize=normalize, num_classes=num_classes, device=device,
             quiet=quiet, **{**settings, name: v, "seed": settings.get("seed", seed)},
         )  # fmt: skip
         m = evaluate(res.model, f, r, t_eval, **kw)
-        row = {name: float(v), **{k: float(m[k]) for k in METRICS}, "seconds": res.seconds}
-        row.update(_score(row, ref, target, res.num_classes))
-        rows.append(row)
-        if best is None or _better(row, best[0]):
-            best = (row, res)
-    row, res = best
+        rows.append({name: float(v), **{k: float(m[k]) for k in METRICS}, "seconds": res.seconds})
+        chosen = pick(rows, ref, target, res.num_classes, field=name)  # the rule, as published
+        if chosen.index == len(rows) - 1:
+            best = res  # only the pick's model is kept
+    if chosen is None or chosen.index is None:
+        raise SalunError(f"no value of {name} gave finite metrics: {list(values)}")
     return TuneResult(
-        method, name, row[name], scenario, target, ref, rows, _reason(row, rows, target, name), res
+        method, name, chosen.value, scenario, target, ref, chosen.rows, chosen.reason, best
     )
+
+
+@dataclass
+class Pick:
+    """What :func:`pick` chose.
+
+    Attributes:
+        index: the chosen row's position in the rows given (None: no row had finite metrics).
+        value: its value of the searched field.
+        rows: the rows given, each with ``score`` (lower is better), ``eligible`` (class-wise:
+            forget accuracy at chance or below; else None) and, class-wise, ``chance``.
+        reason: why it won, in a sentence.
+    """
+
+    index: int | None
+    value: float | None
+    rows: list[dict[str, Any]]
+    reason: str
+
+
+def pick(
+    rows: Sequence[Mapping[str, Any]],
+    reference: Mapping[str, float],
+    target: str,
+    num_classes: int,
+    *,
+    field: str = "lr",
+) -> Pick:
+    """:func:`tune`'s selection rule as a function of the measured metrics alone.
+
+    Args:
+        rows: one mapping per value tried, in grid order (ties go to the first): the value
+            under ``field`` and ``UA``, ``RA``, ``TA``, ``MIA`` in %. A row with a missing or
+            non-finite metric (a failed run) is never picked.
+        reference: what :func:`reference` gives: the Retrain's or the held-out proxy's
+            UA/RA/TA/MIA, or (class-wise, ``target="chance"``) the original's RA and TA.
+        target: ``"retrain"`` / ``"held-out"`` (the smallest Avg. Gap to ``reference``) or
+            ``"chance"`` (class-wise: forget accuracy at 100/K % or below, then the least
+            RA + TA lost).
+        num_classes: K, for the chance level.
+        field: the searched setting's key in ``rows``.
+
+    Example:
+        >>> p = pick([{"lr": 1e-3, "UA": 2, "RA": 99, "TA": 90, "MIA": 5}], ref, "held-out", 10)
+        >>> p.value, p.reason
+    """
+    if target not in ("retrain", "held-out", "chance"):
+        raise SalunError(f"target must be 'retrain', 'held-out' or 'chance', got {target!r}")
+    scored, best = [], None
+    for i, raw in enumerate(rows):
+        row = dict(raw)
+        if not all(_finite(row.get(k)) for k in METRICS):
+            row.update(score=math.nan, eligible=None if target != "chance" else False)
+            scored.append(row)
+            continue
+        row.update(_score(row, reference, target, num_classes))
+        scored.append(row)
+        if best is None or _better(row, scored[best]):
+            best = i
+    if best is None:
+        return Pick(None, None, scored, f"no value of {field} gave finite metrics")
+    candidates = [r for r in scored if math.isfinite(r["score"])]
+    row = scored[best]
+    return Pick(best, float(row[field]), scored, _reason(row, candidates, target, field))
+
+
+def reference(
+    model,
+    forget: Any,
+    retain: Any,
+    test: Any,
+    scenario: str,
+    *,
+    retrain: Any = None,
+    seed: int = 0,
+    normalize=None,
+    device: str = "cpu",
+) -> tuple[dict[str, float], str]:
+    """``(reference metrics, target)`` that :func:`tune` scores candidates against, for
+    :func:`pick`: measured on ``model`` (the original) and the sets as :func:`tune` does
+    (class-wise, the test set's forgotten classes are left out; random forgetting, the
+    held-out proxy from the test set's halves drawn by ``seed``)."""
+    from salun.api import _prepare
+
+    if scenario not in ("random", "class"):
+        raise SalunError(f"scenario must be 'random' or 'class', got {scenario!r}")
+    f, r, t = _prepare({"forget": forget, "retain": retain, "test": test}, False, None)
+    t = _held_out(t, f, scenario)
+    kw = {"normalize": normalize, "device": device, "seed": seed}
+    ref, _, target = _reference(model, f, r, t, scenario, retrain, kw)
+    return ref, target
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _held_out(t, f, scenario: str):
+    """The test set candidates are measured on: class-wise, without the forgotten classes
+    (TA and the attack's non-members: the remaining classes only)."""
+    if scenario == "class":
+        t = t.subset(np.flatnonzero(~np.isin(t.labels.numpy(), f.labels.unique().numpy())))
+    if len(t) < 2:
+        raise SalunError("the test set holds fewer than 2 examples of the retained classes")
+    return t
 
 
 def _grid(method: str, grid) -> tuple[str, tuple[float, ...]]:
@@ -280,4 +384,4 @@ def _reason(row: dict, rows: list[dict], target: str, name: str) -> str:
     )
 
 
-__all__ = ["TuneResult", "default_grid", "detect_scenario", "tune"]
+__all__ = ["Pick", "TuneResult", "default_grid", "detect_scenario", "pick", "reference", "tune"]
