@@ -64,7 +64,7 @@ def test_original_row_is_read_from_the_records_two_seeds(tmp_path):
         expected.append(f"{statistics.mean(vals):.2f}±{statistics.stdev(vals):.2f} ({gap:.2f})")
     assert cells[1:5] == expected
     assert cells[5] == f"{statistics.mean(gaps):.2f}"  # its Avg. Gap: how far unlearning must go
-    assert cells[6:] == ["—", "—", "—", "—", "—", "—", "2"]  # per-seed, vs best, rank, RTE, lr
+    assert cells[6:] == ["—", "—", "—", "—", "—", "2"]  # per-seed, vs best, rank, RTE, lr, n
     # the starting point comes right after Retrain, and the ranking is unchanged by it
     table = md[md.index("| Method |") :].splitlines()
     assert table[2].startswith("| Retrain |") and table[3].startswith(f"| {LABEL} |")
