@@ -116,6 +116,35 @@ def test_lr_auto_runs_the_tuned_value_and_says_how_it_was_found(world):
         salun.unlearn(model, f, r, "ga", lr="auto", epochs=1)
 
 
+def test_the_rule_and_its_reference_are_public_functions_of_the_metrics(world):
+    """salun.tune.pick / salun.tune.reference (used by benchmarks/tune/from_bench.py on
+    bench records) give tune's own pick, reason and reference from the bare metrics."""
+    from salun.tune import pick, reference
+
+    model, b = world
+    f, r = b.train.subset(range(24)), b.train.subset(range(24, 240))
+    res = tune(model, f, r, b.test, "ga", grid=[0.001, 0.1], epochs=1, seed=3, quiet=True)
+    ref, target = reference(model, f, r, b.test, "random", seed=3)
+    assert (ref, target) == (res.reference, res.target)
+    bare = [{k: row[k] for k in ("lr", *METRICS)} for row in res.table]
+    p = pick(bare, ref, target, 4)
+    assert (p.value, p.reason) == (res.value, res.reason)
+    assert [row["score"] for row in p.rows] == [row["score"] for row in res.table]
+    # a failed run (a metric missing or NaN) is never picked, whatever its other numbers
+    perfect = {"lr": 9.0, **ref, "MIA": float("nan")}
+    assert pick([perfect, *bare], ref, target, 4).index == 1 + bare.index(
+        next(x for x in bare if x["lr"] == res.value)
+    )
+    assert pick([{"lr": 1.0, "UA": None}], ref, target, 4).index is None
+    # class-wise: the chance level from K; ineligible rows lose to any eligible one
+    rows = [{"lr": 1.0, "UA": 70.0, "RA": 99.0, "TA": 90.0, "MIA": 80.0},
+            {"lr": 2.0, "UA": 75.0, "RA": 90.0, "TA": 80.0, "MIA": 90.0}]  # fmt: skip
+    assert pick(rows, {"RA": 100.0, "TA": 90.0}, "chance", 4).value == 2.0  # 25 % ≤ 25 %
+    assert pick(rows, {"RA": 100.0, "TA": 90.0}, "chance", 3).value == 1.0  # both at chance
+    with pytest.raises(SalunError, match="target must be"):
+        pick(rows, ref, "nope", 4)
+
+
 @pytest.mark.parametrize(
     "kwargs, wanted",
     [

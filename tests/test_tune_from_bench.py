@@ -138,8 +138,11 @@ def test_the_markdown_table_and_the_bench_s_recorded_choice(bench, capsys):
     ref = str(bench.parent / "ref.json")
     assert script.main([str(bench), "--reference", ref]) == 0
     out = capsys.readouterr().out
-    assert "| random10 | ft | lr (3 values) | 0.01 | 2.00 | 0.1 | 3.00 | 1.00 |" in out
-    assert "| random10 | iu | alpha (3 values, 1 failed) | 1 | 6.00 | 5 | 6.00 | 0.00 |" in out
+    assert "| random10 | ft | lr (3 values) | 2.00–9.00 | 0.01 | 2.00 | 0.1 | 3.00 | 1.00 |" in out
+    assert (
+        "| random10 | iu | alpha (3 values, 1 failed) | 6.00–6.00 | 1 | 6.00 | 5 | 6.00 | 0.00 |"
+        in out
+    )
     assert "Same pick in 2 of 4" in out
     # a recorded choice its own rule does not give on these records: the script says so
     final["lr_choice"]["value"] = 0.1

@@ -145,7 +145,8 @@ def measure_references(
             model = load_model(folder, device)[0]
             f, r = bundle.train.subset(split.forget), bundle.train.subset(split.retain)
             ref, target = reference(model, f, r, bundle.test, kind, seed=seed, device=device)
-            entry.update(target=target, reference=ref, source=f"measured on {folder}")
+            entry.update(target=target, reference=ref,
+                         source=f"measured on the original, models/{folder.name}")  # fmt: skip
         elif kind == "class" and orig:  # the pick does not depend on the reference here
             m = orig["metrics"]
             entry.update(target="chance", reference={"RA": m["train_acc"], "TA": m["test_acc"]},
@@ -191,28 +192,36 @@ def compare(records: list[dict], references: dict[str, dict]) -> list[dict]:
                 "retrain_free": free, "retrain_free_gap": g_f,
                 "difference": g_f - g_t if g_f is not None and g_t is not None else None,
                 "values": len(rows), "failed": sum(row["avg_gap"] is None for row in rows),
+                "gap_range": _range([row["avg_gap"] for row in rows]),
                 "reason": reason,
             }
         )  # fmt: skip
     return out
 
 
+def _range(gaps: list[float | None]) -> list[float] | None:
+    ok = [g for g in gaps if g is not None]
+    return [min(ok), max(ok)] if ok else None
+
+
 def _num(v: float | None, fmt: str = ".2f") -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
-def markdown(rows: list[dict], references: dict[str, dict]) -> str:
+def markdown(rows: list[dict], references: dict[str, dict], records: list[dict] = ()) -> str:
+    """The table; ``records`` (optional) add each scenario's Retrain beside the reference."""
     seeds = {r["seed"] for r in rows}
     head = ["scenario", "method"] + (["seed"] if len(seeds) > 1 else []) + [
-        "searched", "Retrain-tuned pick", "its gap", "Retrain-free pick", "its gap",
-        "difference"]  # fmt: skip
+        "searched", "gaps over the grid", "Retrain-tuned pick", "its gap",
+        "Retrain-free pick", "its gap", "difference"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         cells = [r["scenario"], r["method"]] + ([str(r["seed"])] if len(seeds) > 1 else [])
         n = f"{r['field']} ({r['values']} values" + (
             f", {r['failed']} failed)" if r["failed"] else ")"
         )
-        cells += [n, _num(r["retrain_tuned"], "g"), _num(r["retrain_tuned_gap"]),
+        span = f"{r['gap_range'][0]:.2f}–{r['gap_range'][1]:.2f}" if r["gap_range"] else "—"
+        cells += [n, span, _num(r["retrain_tuned"], "g"), _num(r["retrain_tuned_gap"]),
                   _num(r["retrain_free"], "g"), _num(r["retrain_free_gap"]),
                   _num(r["difference"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -232,8 +241,15 @@ def markdown(rows: list[dict], references: dict[str, dict]) -> str:
     lines += ["", "References of the Retrain-free rule (salun.tune.reference):", ""]
     for key, ref in sorted(references.items()):
         vals = ref.get("reference")
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in vals.items()) if vals else "—"
+        shown = ", ".join(f"{k} {vals[k]:.2f}" for k in METRICS if k in vals) if vals else "—"
         lines.append(f"- {key}: target {ref.get('target')}, {shown} ({ref.get('source')})")
+        retrain = next((x for x in records if x.get("key") == f"retrain.{key}"), None)
+        if retrain and retrain.get("status") == "ok":
+            m = retrain["metrics"]
+            lines.append(
+                "  - the Retrain (not used by the rule): "
+                + ", ".join(f"{k} {m[k]:.2f}" for k in METRICS if k in m)
+            )
     return "\n".join(lines)
 
 
@@ -265,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     except SalunError as e:
         print(f"from_bench.py: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(rows, indent=1) if a.json else markdown(rows, references))
+    print(json.dumps(rows, indent=1) if a.json else markdown(rows, references, records))
     return 0
 
 
