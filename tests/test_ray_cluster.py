@@ -8,9 +8,11 @@ to completion with the same records as the local executor (metrics exact), survi
 killed worker process (Ray retries the run), and stop with one clear line, never hang and
 never write a partial record, when the worker node's raylet is killed.
 
-Needs root (mount namespaces) and Ray; a cluster that Ray itself cannot start (its agents
-time out on a saturated machine) skips the module with Ray's message, unless
-SALUN_RAY_CLUSTER_REQUIRED=1 makes that a failure. Every Ray process here gets explicit ports and a
+Needs root (mount namespaces) and Ray. A cluster that Ray itself cannot start fails the
+test with Ray's message (its agents time out on a saturated machine: seen at load average
+12-22 on 2 cores; on a machine running only this suite both tests pass in under a minute);
+SALUN_RAY_CLUSTER_OPTIONAL=1 turns that one case into a skip, for a machine known to be
+saturated. Every Ray process here gets explicit ports and a
 temp dir of its own, and is stopped by PID (never ``ray stop``, which stops every cluster
 on the machine).
 """
@@ -101,9 +103,9 @@ class Cluster:
             # Ray's raylet gives its agents 20 s to start: on a saturated machine they do
             # not, whatever salun does (seen at load average 12-22 on 2 cores). Not ours.
             why = f"ray start ({what} node) failed: {' | '.join(tail)}"
-            if os.environ.get("SALUN_RAY_CLUSTER_REQUIRED"):
-                pytest.fail(why)
-            pytest.skip(why)
+            if os.environ.get("SALUN_RAY_CLUSTER_OPTIONAL"):
+                pytest.skip(why)
+            pytest.fail(why)
 
     def worker_raylet(self) -> psutil.Process:
         """The worker node's raylet (found by its node manager port)."""
