@@ -15,7 +15,8 @@ Modules (one job each):
 - ``losses``: noising, the ε-MSE loss, the CFG mask loss and SalUn's forget loss.
 - ``mask``: SalUn's saliency mask over the UNet (docs/generation.md).
 - ``train``: the shared accelerate training loop (mixed precision, checkpointing).
-- ``methods``: SalUn / RL / GA objectives; ``esd`` and ``fmn``: the baselines.
+- ``methods``: SalUn / RL / GA objectives; ``esd`` and ``fmn``: the baselines (``fmn_ti``: FMN's
+  textual-inversion stage).
 - ``generate``, ``grid``: sampling images for prompts, image grids.
 - ``nudity``, ``classify``, ``fid``: evaluation (NudeNet 3.4.2, classifier UA, FID).
 - ``cli``: ``salun sd mask | unlearn | generate | evaluate``.
