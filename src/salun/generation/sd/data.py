@@ -70,6 +70,19 @@ def _random_crop(img, resolution: int, resample: int, generator: torch.Generator
     return img.crop((left, top, left + resolution, top + resolution))
 
 
+def open_rgb(src: Source):
+    """A PIL RGB image from a file or an in-memory uint8 (3, H, W) tensor; an unreadable
+    file is one error naming it."""
+    from PIL import Image
+
+    if isinstance(src, torch.Tensor):
+        return Image.fromarray(src.permute(1, 2, 0).numpy())
+    try:
+        return Image.open(src).convert("RGB")
+    except OSError as e:
+        raise SalunError(f"cannot read image {src}: {e}") from None
+
+
 def _load_image(
     src: Source,
     resolution: int,
@@ -77,15 +90,7 @@ def _load_image(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """uint8 (3, R, R): short side resized to R, then a centre (or random) crop."""
-    from PIL import Image
-
-    if isinstance(src, torch.Tensor):
-        img = Image.fromarray(src.permute(1, 2, 0).numpy())
-    else:
-        try:
-            img = Image.open(src).convert("RGB")
-        except OSError as e:
-            raise SalunError(f"cannot read image {src}: {e}") from None
+    img = open_rgb(src)
     if transform.crop == "random":
         img = _random_crop(img, resolution, RESAMPLE[transform.resample], generator)
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from salun.errors import SalunError
-from salun.generation.sd.data import ImagePromptSet, Source
+from salun.generation.sd.data import ImagePromptSet, Source, open_rgb
 from salun.generation.sd.losses import encode_latents, noisy, predict, target_of
 from salun.generation.sd.pipeline import tokenize
 from salun.utils import progress, seed_everything
@@ -142,13 +142,7 @@ def _resized(src: Source, resolution: int) -> torch.Tensor:
     short side becomes R, the long side int(R·long/short))."""
     from PIL import Image
 
-    if isinstance(src, torch.Tensor):
-        img = Image.fromarray(src.permute(1, 2, 0).numpy())
-    else:
-        try:
-            img = Image.open(src).convert("RGB")
-        except OSError as e:
-            raise SalunError(f"cannot read image {src}: {e}") from None
+    img = open_rgb(src)
     w, h = img.size
     short, long = min(w, h), max(w, h)
     size_long = int(resolution * long / short)
