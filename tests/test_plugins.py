@@ -379,9 +379,12 @@ def test_ray_executor_passes_the_loaded_plugins_with_each_task(plugin_dir, monke
             return task
 
     ex = executors.RayExecutor.__new__(executors.RayExecutor)
+    ex.files = executors.SHARED  # the shared-folder path: the task goes as it is
     ex._remote = FakeRemote()
-    ex._ray = type("R", (), {"wait": staticmethod(lambda refs, num_returns: (refs[:1], []))})
-    ex._get = lambda ref: {"ok": ref}
+    ex._ray = type(
+        "R", (), {"wait": staticmethod(lambda refs, num_returns, timeout=None: (refs[:1], []))}
+    )
+    ex._get = lambda ref, task: {"ok": ref}
     ex.run(["t1"], lambda task, result: None)
     assert sent == [("t1", ["noop_methods"], [str(plugin_dir)])]
 

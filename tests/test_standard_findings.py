@@ -17,7 +17,10 @@ def _load():
 
 
 def _rec(kind, method, seed, mia, avg_gap=None, rte=10.0, protocol="tuned"):
+    key = (f"retrain.random10.s{seed}" if kind == "retrain"
+           else f"final.{protocol}.random10.s{seed}.{method}")  # fmt: skip
     r = {
+        "key": key,  # the bench's key: the report's record check needs one
         "kind": kind,
         "method": method,
         "method_name": method,
