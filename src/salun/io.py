@@ -61,6 +61,22 @@ PAUSE_ENV = "SALUN_TEST_PAUSE_BEFORE_PUBLISH"
 # ---------------------------------------------------------------- names and recovery
 
 
+def read_ends(path: str | Path, size: int = 512) -> tuple[str, str] | None:
+    """The first and last ``size`` bytes of a regular file as text (undecodable bytes
+    replaced), or None for anything else or an unreadable file: enough to recognise a
+    report salun wrote (its heading, its closing mark) without reading it whole."""
+    p = Path(path)
+    try:
+        if not stat.S_ISREG(p.lstat().st_mode):
+            return None
+        with open(p, "rb") as f:
+            head = f.read(size).decode("utf-8", "replace")
+            f.seek(max(0, p.stat().st_size - size))
+            return head, f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
 def _tmp_name(path: Path) -> Path:
     # The writer's pid is in the name so that a later writer can tell a dead writer's
     # leftover (removed) from a live one's work in progress (left alone).

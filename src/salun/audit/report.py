@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 from typing import Any
 
 from salun.errors import SalunError
-from salun.io import Claim, atomic_write_text, claim
+from salun.io import Claim, atomic_write_text, claim, read_ends
 
 TITLES = {
     "original": "Original (no unlearning)",
@@ -124,16 +123,10 @@ _REFUSAL = "move it away (or rename it) and rerun salun audit"
 def is_our_report(path: str | Path, name: str) -> bool:
     """A regular file ending with :data:`REPORT_MARK`, or an audit report of older
     versions (no mark): its first line is ``# salun audit: NAME`` for this audit."""
-    p = Path(path)
-    try:
-        if not stat.S_ISREG(p.lstat().st_mode):
-            return False
-        with open(p, "rb") as f:
-            head = f.read(512).decode("utf-8", "replace")
-            f.seek(max(0, p.stat().st_size - 512))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
+    ends = read_ends(path)
+    if ends is None:
         return False
+    head, tail = ends
     return tail.rstrip().endswith(REPORT_MARK) or head.startswith(f"# salun audit: {name}\n")
 
 

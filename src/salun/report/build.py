@@ -27,7 +27,7 @@ from salun.bench.aggregate import (
 )
 from salun.bench.config import parse_protocol
 from salun.errors import SalunError
-from salun.io import Claim, atomic_write_text, claim
+from salun.io import Claim, atomic_write_text, claim, read_ends
 from salun.outputs import is_salun_png
 from salun.report import plots
 from salun.report.audit_section import audit_blocks
@@ -123,15 +123,10 @@ def _kind_of(p: Path) -> str | None:
 def _is_our_report(p: Path, name: str) -> bool:
     """A regular file ending with :data:`REPORT_MARK`, or a report of older versions (they
     wrote no mark): the heading or title ``salun benchmark: NAME`` of this very folder."""
-    if _kind_of(p) != "file":
+    ends = read_ends(p) if _kind_of(p) == "file" else None
+    if ends is None:
         return False
-    try:
-        with open(p, "rb") as f:
-            head = f.read(512).decode("utf-8", "replace")
-            f.seek(max(0, p.stat().st_size - 512))
-            tail = f.read().decode("utf-8", "replace")
-    except OSError:
-        return False
+    head, tail = ends
     if tail.rstrip().endswith(REPORT_MARK):
         return True
     title = f"salun benchmark: {name}"
