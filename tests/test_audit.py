@@ -14,6 +14,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import salun.audit.workflow as wf
+from audit_fixtures import audit_recording_training
 from salun.artifacts import load_model
 from salun.audit import AuditStore, parse_audit_config, run_audit
 from salun.audit.workflow import REFERENCE, audit_bundle, forget_indices, shadow_split
@@ -249,19 +250,7 @@ def tiny_bundle():
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory, tiny_bundle):
-    out = tmp_path_factory.mktemp("audit")
-    cfg = parse_audit_config(RAW)
-    calls = []
-    real = wf.train_supervised
-
-    def spy(model, data, recipe, **kw):
-        calls.append((data, recipe.seed))
-        return real(model, data, recipe, **kw)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(wf, "train_supervised", spy)
-        summary = run_audit(cfg, out, quiet=True, bundle=tiny_bundle)
-    return cfg, out, summary, calls
+    return audit_recording_training(RAW, tmp_path_factory.mktemp("audit"), tiny_bundle)
 
 
 def test_retrain_vs_retrain_is_chance(audited):

@@ -15,6 +15,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 import salun.audit.workflow as wf
+from audit_fixtures import audit_recording_training
 from salun.audit import AuditStore, parse_audit_config, run_audit, summarise
 from salun.audit.ulira import fitting_values, per_shadow_scores
 from salun.audit.workflow import REFERENCE, audit_bundle, shadow_split
@@ -45,19 +46,7 @@ def tiny_bundle():
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory, tiny_bundle):
-    out = tmp_path_factory.mktemp("ulira")
-    cfg = parse_audit_config(RAW)
-    calls = []
-    real = wf.train_supervised
-
-    def spy(model, data, recipe, **kw):
-        calls.append((data, recipe.seed))
-        return real(model, data, recipe, **kw)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(wf, "train_supervised", spy)
-        summary = run_audit(cfg, out, quiet=True, bundle=tiny_bundle)
-    return cfg, out, summary, calls
+    return audit_recording_training(RAW, tmp_path_factory.mktemp("ulira"), tiny_bundle)
 
 
 def _splits(cfg, bundle):
