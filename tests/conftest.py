@@ -27,3 +27,34 @@ def synthetic():
     from salun.data.sources.synthetic import synthetic_bundle
 
     return synthetic_bundle(n_train=240, n_test=80, num_classes=4, size=8, seed=0)
+
+
+@pytest.fixture
+def plugin_registry_restored(monkeypatch):
+    """The method registry, the plugin records and sys.modules left as found (other test
+    files list every registered method); no installed entry point is looked at."""
+    import sys
+    from pathlib import Path
+
+    import salun
+    from salun.methods import plugins, registry
+
+    registry.load_builtins()
+    methods = dict(registry._REGISTRY)
+    loaded, by_method = dict(plugins._LOADED), dict(plugins._BY_METHOD)
+    modules = set(sys.modules)
+    monkeypatch.setattr(plugins, "_ENTRY_POINTS_DONE", True)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(methods)
+    plugins._LOADED.clear()
+    plugins._LOADED.update(loaded)
+    plugins._BY_METHOD.clear()
+    plugins._BY_METHOD.update(by_method)
+    # only the modules the tests wrote (plugins in tmp folders): dropping a library's
+    # lazily imported C extension (numpy.fft) breaks its re-import for later test files
+    installed = (sys.prefix, sys.base_prefix, str(Path(salun.__file__).parent))
+    for name in set(sys.modules) - modules:
+        file = getattr(sys.modules[name], "__file__", None)
+        if file and not file.startswith(installed):
+            del sys.modules[name]

@@ -29,23 +29,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 @pytest.fixture(autouse=True)
-def clean_registry(monkeypatch):
-    """Every test leaves the registry, the plugin records and sys.modules as it found them
-    (other test files list every registered method)."""
-    registry.load_builtins()
-    methods = dict(registry._REGISTRY)
-    loaded, by_method = dict(plugins._LOADED), dict(plugins._BY_METHOD)
-    modules = set(sys.modules)
-    monkeypatch.setattr(plugins, "_ENTRY_POINTS_DONE", True)  # none installed here
-    yield
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(methods)
-    plugins._LOADED.clear()
-    plugins._LOADED.update(loaded)
-    plugins._BY_METHOD.clear()
-    plugins._BY_METHOD.update(by_method)
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
+def clean_registry(plugin_registry_restored):
+    """Every test leaves the registry, the plugin records and sys.modules as found."""
 
 
 def doc_code() -> str:

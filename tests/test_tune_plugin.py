@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from salun.cli import main
-from salun.methods import plugins, registry
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 METRICS = ("UA", "RA", "TA", "MIA")
@@ -22,23 +20,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 @pytest.fixture(autouse=True)
-def clean_registry(monkeypatch):
-    """The registry, plugin records and sys.modules are left as found (other test files
-    list every registered method)."""
-    registry.load_builtins()
-    methods = dict(registry._REGISTRY)
-    loaded, by_method = dict(plugins._LOADED), dict(plugins._BY_METHOD)
-    modules = set(sys.modules)
-    monkeypatch.setattr(plugins, "_ENTRY_POINTS_DONE", True)
-    yield
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(methods)
-    plugins._LOADED.clear()
-    plugins._LOADED.update(loaded)
-    plugins._BY_METHOD.clear()
-    plugins._BY_METHOD.update(by_method)
-    for name in set(sys.modules) - modules:
-        del sys.modules[name]
+def clean_registry(plugin_registry_restored):
+    """Every test leaves the registry, the plugin records and sys.modules as found."""
 
 
 def test_tune_runs_the_doc_example_plugin_and_records_it(tmp_path, monkeypatch, capsys):
